@@ -1,0 +1,135 @@
+"""Telling errors apart: dead link, permanent refusal, or retryable conflict.
+
+psycopg2 gives a disconnection no SQLSTATE (``pgcode`` is None) but marks
+the connection closed, so the connection's state is asked first and the
+message only second.  Connection refusals carry no SQLSTATE either: libpq's
+English messages (the embedded cluster runs with lc_messages=C) are all
+there is.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import psycopg2
+
+__all__ = [
+    'is_disconnect',
+    'is_permanent_connect_error',
+    'is_retryable_conflict',
+    'error_chain',
+    'server_message',
+]
+
+# SQLSTATEs after which the server has closed (or will close) the session.
+_FATAL_SESSION_CODES = {
+    '57P01',  # admin_shutdown (pg_terminate_backend, smart/fast shutdown)
+    '57P02',  # crash_shutdown
+    '57P03',  # cannot_connect_now
+    '25P03',  # idle_in_transaction_session_timeout
+    '08000', '08003', '08006', '08001', '08004',
+}
+
+_DISCONNECT_MESSAGES = (
+    'server closed the connection unexpectedly',
+    'connection already closed',
+    'terminating connection',
+    'could not receive data from server',
+    'could not send data to server',
+    'no connection to the server',
+    'connection not open',
+    'ssl syscall error',
+    'ssl connection has been closed unexpectedly',
+    'connection timed out',
+    'connection reset by peer',
+    'broken pipe',
+    'lost synchronization with server',
+    'eof detected',
+)
+
+# Refusals that waiting cannot cure.  Anything else (refused, unreachable,
+# starting up, shutting down, recovering, too many clients) is waited out.
+_PERMANENT_CONNECT_MESSAGES = (
+    'password authentication failed',
+    'no password supplied',
+    'authentication failed',
+    'does not exist',             # role or database
+    'no pg_hba.conf entry',
+    'is not permitted to log in',
+    'permission denied for database',
+    'invalid connection option',
+    'invalid dsn',
+    'missing "=" after',
+    'invalid sslmode value',
+    'invalid port number',
+    'invalid integer value',
+    'unterminated quoted string',
+    'server does not support ssl',
+    'invalid value for parameter',
+)
+
+# Unknown hosts may be a typo (permanent) or a flaky resolver (transient).
+_NAME_RESOLUTION_MESSAGES = ('could not translate host name',)
+
+_RETRYABLE_CODES = {'40001', '40P01'}  # serialization failure, deadlock
+
+
+def error_chain(error: Optional[BaseException]) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or during."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _pgcode(error: BaseException) -> Optional[str]:
+    for item in error_chain(error):
+        code = getattr(item, 'pgcode', None)
+        if code:
+            return code
+    return None
+
+
+def server_message(error: BaseException) -> str:
+    """The driver's message of ``error``, first line kept tidy."""
+    for item in error_chain(error):
+        if isinstance(item, psycopg2.Error):
+            text = item.pgerror or (item.args[0] if item.args else '')
+            return str(text).strip()
+    return str(error).strip()
+
+
+def is_disconnect(error: BaseException, raw: object = None) -> bool:
+    """True when ``error`` (raised by a statement on ``raw``) means the
+    session is gone.  A cancelled statement (statement_timeout, 57014)
+    leaves the session alive and is not a disconnection."""
+    if raw is not None and getattr(raw, 'closed', 0):
+        return True
+    code = _pgcode(error)
+    if code == '57014':
+        return False
+    if code in _FATAL_SESSION_CODES:
+        return True
+    text = ' '.join(str(item) for item in error_chain(error)).lower()
+    return any(message in text for message in _DISCONNECT_MESSAGES)
+
+
+def is_permanent_connect_error(error: BaseException,
+                               ever_connected: bool = False) -> bool:
+    """True when a failed connect will fail the same way next time."""
+    if isinstance(error, psycopg2.ProgrammingError):
+        return True  # malformed DSN
+    text = str(error).lower()
+    if 'the database system is' in text:
+        return False  # starting up, shutting down, in recovery
+    if any(message in text for message in _PERMANENT_CONNECT_MESSAGES):
+        return True
+    if any(message in text for message in _NAME_RESOLUTION_MESSAGES):
+        return not ever_connected
+    return False
+
+
+def is_retryable_conflict(error: BaseException) -> bool:
+    """Serialization failures and deadlocks: a new attempt may succeed."""
+    return _pgcode(error) in _RETRYABLE_CODES

@@ -1,0 +1,158 @@
+"""Database settings: where the database is and how to reach it.
+
+A DatabaseConfig is built from initZopeless() arguments, the environment
+(LP_DBNAME, LP_DBHOST, LP_DBUSER, then libpq's PG* variables) or a
+``<db:database>`` ZCML directive.  It validates everything up front, so a
+malformed DSN fails when the script starts, not at the first begin().
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import psycopg2.extensions
+from zope.interface import implementer
+
+from canonical.database.interfaces import ConfigurationError
+from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.isolation import READ_COMMITTED_ISOLATION
+from canonical.database.isolation import normalize_isolation
+
+__all__ = ['DatabaseConfig', 'DEFAULT_DBNAME']
+
+DEFAULT_DBNAME = 'launchpad_ftest'
+
+# Keywords a script names with their own argument; a dbhost string that
+# smuggles them in is refused instead of silently winning or losing.
+_OWNED_KEYWORDS = {'dbname': 'dbname', 'user': 'dbuser'}
+
+# libpq keepalive defaults: a silently dead peer is noticed within about
+# 15 seconds instead of the kernel's two hours.
+_LIBPQ_DEFAULTS = {
+    'keepalives': '1',
+    'keepalives_idle': '5',
+    'keepalives_interval': '2',
+    'keepalives_count': '3',
+    'tcp_user_timeout': '15000',
+    'connect_timeout': '5',
+    'application_name': 'zopeless',
+}
+
+
+def _parse(dsn: str, what: str) -> dict[str, str]:
+    try:
+        return psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError as e:
+        # libpq quotes the offending fragment, which may hold a password.
+        detail = str(e).strip().split(':', 1)[-1].strip()
+        if 'password' in dsn:
+            detail = 'check its syntax'
+        raise ConfigurationError(
+            'Malformed %s: %s.  Use "key=value" pairs or a postgresql:// '
+            'URI.' % (what, detail)) from None
+
+
+@implementer(IDatabaseConfig)
+class DatabaseConfig:
+    """Settings of one database; see IDatabaseConfig."""
+
+    def __init__(self, dbname: Optional[str] = None,
+                 dbhost: Optional[str] = None,
+                 dbuser: Optional[str] = None,
+                 dsn: Optional[str] = None,
+                 password: Optional[str] = None,
+                 isolation: str = READ_COMMITTED_ISOLATION,
+                 implicitBegin: bool = True,
+                 reconnect_timeout: Optional[float] = None,
+                 reconnect_initial_delay: float = 0.005,
+                 reconnect_max_delay: float = 0.05,
+                 resolve_commit_outcome: bool = False,
+                 libpq_options: Optional[Mapping[str, Any]] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
+        env = os.environ if environ is None else environ
+        params: dict[str, str] = dict(_LIBPQ_DEFAULTS)
+        if dsn:
+            params.update(_parse(dsn, 'DSN'))
+        if dbhost is None and not dsn:
+            dbhost = env.get('LP_DBHOST')
+        if dbhost:
+            tokens = dbhost.split(None, 1)
+            params['host'] = tokens[0]
+            if len(tokens) > 1:
+                extra = _parse(tokens[1], 'dbhost')
+                for key, argument in _OWNED_KEYWORDS.items():
+                    if key in extra:
+                        raise ConfigurationError(
+                            'dbhost may not set %r; pass %s= to '
+                            'initZopeless instead.' % (key, argument))
+                params.update(extra)
+        if dbname is None and 'dbname' not in params:
+            dbname = env.get('LP_DBNAME') or env.get('PGDATABASE') \
+                or DEFAULT_DBNAME
+        if dbname:
+            params['dbname'] = dbname
+        if dbuser is None and 'user' not in params:
+            dbuser = env.get('LP_DBUSER')
+        if dbuser:
+            params['user'] = dbuser
+        if password is not None:
+            params['password'] = password
+        for key, value in (libpq_options or {}).items():
+            params[key] = str(value)
+        # Let libpq validate every keyword now rather than at first use.
+        _parse(psycopg2.extensions.make_dsn(**params), 'connection settings')
+        self._params = params
+        self.isolation = normalize_isolation(isolation)
+        self.implicitBegin = bool(implicitBegin)
+        if reconnect_timeout is not None and reconnect_timeout < 0:
+            raise ConfigurationError('reconnect_timeout must be >= 0 or None')
+        if not 0 < reconnect_initial_delay <= reconnect_max_delay:
+            raise ConfigurationError(
+                'Need 0 < reconnect_initial_delay <= reconnect_max_delay.')
+        self.reconnect_timeout = reconnect_timeout
+        self.reconnect_initial_delay = float(reconnect_initial_delay)
+        self.reconnect_max_delay = float(reconnect_max_delay)
+        self.resolve_commit_outcome = bool(resolve_commit_outcome)
+
+    def connect_kwargs(self) -> dict[str, str]:
+        return dict(self._params)
+
+    def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
+        """One libpq parameter (never the password)."""
+        if key == 'password':
+            raise KeyError('the password is not readable')
+        return self._params.get(key, default)
+
+    def describe(self) -> str:
+        env = os.environ
+        parts = []
+        for key, envname in (('host', 'PGHOST'), ('port', 'PGPORT'),
+                             ('dbname', 'PGDATABASE'), ('user', 'PGUSER')):
+            value = self._params.get(key) or env.get(envname)
+            if value:
+                parts.append('%s=%s' % (key, value))
+        return ' '.join(parts) or 'the default libpq database'
+
+    def settings_key(self) -> tuple:
+        return (tuple(sorted(self._params.items())), self.isolation,
+                self.implicitBegin, self.reconnect_timeout,
+                self.reconnect_initial_delay, self.reconnect_max_delay,
+                self.resolve_commit_outcome)
+
+    def with_isolation(self, isolation: str) -> 'DatabaseConfig':
+        clone = object.__new__(DatabaseConfig)
+        clone.__dict__.update(self.__dict__)
+        clone.isolation = normalize_isolation(isolation)
+        return clone
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DatabaseConfig) and \
+            self.settings_key() == other.settings_key()
+
+    def __hash__(self) -> int:
+        return hash(self.settings_key())
+
+    def __repr__(self) -> str:
+        return '<DatabaseConfig %s isolation=%s implicitBegin=%s>' % (
+            self.describe(), self.isolation, self.implicitBegin)

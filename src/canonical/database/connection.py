@@ -1,0 +1,225 @@
+"""The reconnecting connection: one thread's link to the database.
+
+Healthy transactions pay nothing for the reconnection logic: begin() does
+one poll() system call (the operating system already knows when the peer
+closed the socket) and sends the BEGIN that a transaction needs anyway.
+Only when that BEGIN fails because the link died, which means nothing of
+the transaction has run, is the connection re-established and the BEGIN
+sent again.  Statements after the BEGIN are never replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from typing import Any, Optional
+
+import psycopg2
+import psycopg2.extensions
+from zope.interface import implementer
+
+from canonical.database.classify import is_disconnect
+from canonical.database.classify import server_message
+from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.isolation import AUTOCOMMIT_ISOLATION
+from canonical.database.reconnect import coordinator_for
+
+__all__ = ['ReconnectingConnection']
+
+log = logging.getLogger('canonical.database.connection')
+
+_PSYCOPG2_ISOLATION = {
+    'read_committed': psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED,
+    'repeatable_read': psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ,
+    'serializable': psycopg2.extensions.ISOLATION_LEVEL_SERIALIZABLE,
+}
+
+_READY = psycopg2.extensions.STATUS_READY
+_POLL_MASK = select.POLLIN | select.POLLPRI
+
+
+def _peer_has_closed(raw: Any) -> Optional[str]:
+    """Why ``raw`` is dead, judged from what already sits in its socket, or
+    None when it is (as far as the kernel knows) alive.
+
+    Called only when poll() says the idle socket is readable: an EOF or a
+    FATAL error message (backend terminated) means dead; a NOTIFY, NOTICE
+    or parameter status means alive.
+    """
+    try:
+        sock = socket.socket(fileno=raw.fileno())
+    except OSError as e:
+        return 'socket unusable: %s' % e.strerror
+    try:
+        first = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    except OSError as e:
+        return 'socket error: %s' % (e.strerror or e)
+    finally:
+        sock.detach()  # the descriptor belongs to libpq
+    if first == b'':
+        return 'the server closed the connection'
+    if first == b'E':
+        return 'the server ended the session (backend terminated)'
+    return None
+
+
+@implementer(IDatabaseConnection)
+class ReconnectingConnection:
+    """See IDatabaseConnection; an adapter from IDatabaseConfig."""
+
+    def __init__(self, config: IDatabaseConfig) -> None:
+        self.config = config
+        self.raw: Any = None
+        self._coordinator = coordinator_for(config)
+        self._poller: Any = None
+        self._isolation: Optional[str] = None
+        self.reconnects = 0
+
+    # -- connecting --------------------------------------------------------
+
+    def ensure_connected(self) -> Any:
+        raw = self.raw
+        if raw is not None:
+            if raw.closed:
+                self.discard('the connection was closed')
+            elif self._poller.poll(0):
+                reason = _peer_has_closed(raw)
+                if reason is None:
+                    return raw
+                self.discard(reason)
+            else:
+                return raw
+            return self._connect(lost=True)
+        return self._connect(lost=False)
+
+    def _connect(self, lost: bool) -> Any:
+        timeout = self.config.reconnect_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        raw = self._coordinator.connect(deadline, reason='lost' if lost
+                                        else None)
+        self._isolation = None
+        self.raw = raw
+        self._poller = select.poll()
+        self._poller.register(raw.fileno(), _POLL_MASK)
+        self._apply_isolation(raw)
+        if lost:
+            self.reconnects += 1
+            log.info('Reconnected to %s in %.3f s.', self.config.describe(),
+                     time.monotonic() - started)
+        return raw
+
+    def _apply_isolation(self, raw: Any) -> None:
+        level = self.config.isolation
+        if level == self._isolation:
+            return
+        if level == AUTOCOMMIT_ISOLATION:
+            raw.autocommit = True
+        else:
+            # Sent with the next BEGIN: no round trip of its own.
+            raw.set_session(isolation_level=_PSYCOPG2_ISOLATION[level],
+                            autocommit=False)
+        self._isolation = level
+
+    def set_config(self, config: IDatabaseConfig) -> None:
+        """Use ``config`` (another isolation level, say) from the next
+        begin() on; the connection itself is kept."""
+        self.config = config
+
+    # -- transactions ------------------------------------------------------
+
+    @property
+    def autocommit(self) -> bool:
+        return self.config.isolation == AUTOCOMMIT_ISOLATION
+
+    def begin(self, gid: Optional[str]) -> Any:
+        while True:
+            raw = self.ensure_connected()
+            if raw.status != _READY:
+                # Left in a transaction by someone using raw directly.
+                self._rollback_quietly(raw)
+            self._apply_isolation(raw)
+            if self.autocommit or gid is None:
+                return raw
+            try:
+                raw.tpc_begin(gid)  # sends BEGIN: the transaction's first
+                return raw          # statement, safe to send again
+            except psycopg2.Error as e:
+                if not is_disconnect(e, raw):
+                    raise
+                self.discard(server_message(e))
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        raw = self.raw
+        if raw is None:
+            raise DisconnectionError(
+                'No database connection in this thread; call begin() first.')
+        try:
+            cursor = raw.cursor()
+            cursor.execute(query, params)
+        except psycopg2.Error as e:
+            if is_disconnect(e, raw):
+                raise self.lost_in_transaction(e) from e
+            raise
+        return cursor
+
+    def lost_in_transaction(self, error: BaseException) -> DisconnectionError:
+        """The error to raise when ``error`` killed the link mid-transaction.
+        """
+        return DisconnectionError(
+            '%s\n(The connection to %s was lost during a transaction; nothing '
+            'of it was committed.  Call abort(), then begin() and run it '
+            'again.)' % (server_message(error), self.config.describe()))
+
+    def is_disconnect(self, error: BaseException) -> bool:
+        return is_disconnect(error, self.raw)
+
+    # -- ending ------------------------------------------------------------
+
+    def discard(self, reason: str) -> None:
+        raw, self.raw = self.raw, None
+        self._poller = None
+        if raw is None:
+            return
+        log.warning('Lost the connection to %s: %s.',
+                    self.config.describe(), reason)
+        try:
+            raw.close()
+        except psycopg2.Error:
+            pass
+
+    @staticmethod
+    def _rollback_quietly(raw: Any) -> None:
+        if raw.closed:
+            return
+        try:
+            try:
+                raw.tpc_rollback()
+            except psycopg2.ProgrammingError:
+                raw.rollback()  # not a two-phase transaction
+        except psycopg2.Error:
+            pass
+
+    def close(self) -> None:
+        raw, self.raw = self.raw, None
+        self._poller = None
+        if raw is None or raw.closed:
+            return
+        self._rollback_quietly(raw)
+        try:
+            raw.close()
+        except psycopg2.Error:
+            pass
+
+    def __repr__(self) -> str:
+        state = 'connected' if self.raw is not None and not self.raw.closed \
+            else 'not connected'
+        return '<ReconnectingConnection %s, %s>' % (
+            self.config.describe(), state)
+

@@ -1,0 +1,265 @@
+"""The data manager: how a thread's database transaction joins `transaction`.
+
+Every database transaction is begun with psycopg2's tpc_begin(), which costs
+nothing more than the BEGIN any transaction sends.  At commit time the data
+manager looks at who else joined:
+
+* alone, it commits in tpc_vote (one phase: a plain COMMIT, no extra round
+  trip), so tpc_finish has nothing left that could fail;
+* with other data managers, it votes with PREPARE TRANSACTION and finishes
+  with COMMIT PREPARED, retried over reconnections until it is done.
+
+Whether the transaction wrote through SQLObject or through raw SQL makes no
+difference: the database transaction is always committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import psycopg2
+from sqlobject import dberrors
+from transaction.interfaces import ISavepointDataManager
+from transaction.interfaces import TransientError
+from zope.interface import implementer
+
+from canonical.database.classify import is_disconnect
+from canonical.database.classify import is_retryable_conflict
+from canonical.database.classify import server_message
+from canonical.database.interfaces import CommitOutcomeUnknownError
+from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import IZopelessDataManager
+from canonical.database.twophase import commit_prepared
+from canonical.database.twophase import rollback_prepared
+
+__all__ = ['ZopelessDataManager', 'translate_error']
+
+log = logging.getLogger('canonical.database.datamanager')
+
+_OUTCOME_POLL_SECONDS = 10.0
+
+
+def translate_error(error: psycopg2.Error) -> dberrors.Error:
+    """The sqlobject.dberrors counterpart of a psycopg2 error, so commit
+    errors are caught like statement errors."""
+    for cls in type(error).__mro__:
+        translated = getattr(dberrors, cls.__name__, None)
+        if isinstance(translated, type) and \
+                issubclass(translated, dberrors.Error):
+            return translated(server_message(error))
+    return dberrors.Error(server_message(error))
+
+
+def _is_alone(txn: Any) -> bool:
+    # `transaction` keeps no public list of joined resources; a transaction
+    # without that attribute gets the always-safe two-phase commit.
+    resources = getattr(txn, '_resources', None)
+    return resources is not None and len(resources) == 1
+
+
+@implementer(IZopelessDataManager, ISavepointDataManager)
+class ZopelessDataManager:
+    """One thread's database transaction; see IZopelessDataManager."""
+
+    def __init__(self, db: Any, sqlconn: Any, transaction_manager: Any):
+        self.db = db
+        self.sqlconn = sqlconn
+        self.transaction_manager = transaction_manager
+        self.txn: Any = None
+        self.gid: Optional[str] = None
+        self._prepared = False
+        self._prepare_uncertain = False
+        self._finishing = False
+        self._savepoints = 0
+
+    def start(self, txn: Any, gid: Optional[str]) -> None:
+        """Begin the database transaction and join ``txn``."""
+        self.db.begin(gid)
+        self.gid = None if self.db.autocommit else gid
+        self._prepared = self._prepare_uncertain = self._finishing = False
+        self.sqlconn.cache.clear()  # no stale rows from earlier transactions
+        self.txn = txn
+        txn.join(self)
+
+    def _end(self) -> None:
+        self.txn = None
+        self.gid = None
+        self._prepared = self._prepare_uncertain = self._finishing = False
+
+    # -- IDataManager ------------------------------------------------------
+
+    def abort(self, txn: Any) -> None:
+        try:
+            self._rollback()
+        finally:
+            self.sqlconn.expireAll()
+            self._end()
+
+    def tpc_begin(self, txn: Any) -> None:
+        pass
+
+    def commit(self, txn: Any) -> None:
+        # SQLObject writes at attribute assignment unless a class asked for
+        # lazyUpdate: write those now, before anyone votes.
+        for instance in self.sqlconn.cache.getAll():
+            if instance.sqlmeta.lazyUpdate and instance.sqlmeta.dirty:
+                instance.syncUpdate()
+
+    def tpc_vote(self, txn: Any) -> None:
+        if self.gid is None:
+            return  # autocommit: everything is already committed
+        raw = self._live_raw_or_raise()
+        if _is_alone(txn):
+            self._commit_one_phase(raw)
+            return
+        try:
+            raw.tpc_prepare()
+        except psycopg2.Error as e:
+            if is_disconnect(e, raw):
+                # The PREPARE may have reached the server: tpc_abort looks.
+                self._prepare_uncertain = True
+                self.db.discard(server_message(e))
+                raise self.db.lost_in_transaction(e) from e
+            raise translate_error(e) from e
+        self._prepared = True
+
+    def tpc_finish(self, txn: Any) -> None:
+        try:
+            if self._prepared:
+                self._finishing = True
+                raw = self.db.raw
+                try:
+                    raw.tpc_commit()
+                except psycopg2.Error as e:
+                    self.db.discard(server_message(e))
+                    # Never fail here: retry on a new connection until done.
+                    commit_prepared(self.db, self.gid)
+        finally:
+            self._end()
+
+    def tpc_abort(self, txn: Any) -> None:
+        try:
+            if self._finishing:
+                return  # may have committed: recovery, not rollback
+            if self._prepared or self._prepare_uncertain:
+                rollback_prepared(self.db, self.gid)
+            else:
+                self._rollback()
+        finally:
+            self.sqlconn.expireAll()
+            self._end()
+
+    def sortKey(self) -> str:
+        # Sort after ordinary data managers, so the database votes last and
+        # a one-phase commit decides the transaction's outcome.
+        return '~zopeless:%d' % id(self)
+
+    def should_retry(self, error: BaseException) -> bool:
+        return isinstance(error, TransientError) or \
+            is_retryable_conflict(error)
+
+    # -- ISavepointDataManager ---------------------------------------------
+
+    def savepoint(self) -> 'ZopelessSavepoint':
+        self._savepoints += 1
+        name = 'zopeless_sp_%d' % self._savepoints
+        self.db.execute('SAVEPOINT ' + name)
+        return ZopelessSavepoint(self, name)
+
+    # -- helpers -----------------------------------------------------------
+
+    def _live_raw_or_raise(self) -> Any:
+        raw = self.db.raw
+        if raw is None or raw.closed:
+            raise DisconnectionError(
+                'The connection to %s was lost before COMMIT; nothing was '
+                'committed.  Abort, then begin() and run the transaction '
+                'again.' % self.db.config.describe())
+        return raw
+
+    def _rollback(self) -> None:
+        raw = self.db.raw
+        if raw is None or raw.closed:
+            if raw is not None:
+                self.db.discard('the connection was closed')
+            return
+        if self.gid is None and raw.status == psycopg2.extensions.STATUS_READY:
+            return
+        try:
+            if self.gid is not None:
+                raw.tpc_rollback()
+            else:
+                raw.rollback()
+        except psycopg2.Error as e:
+            # Never hand a connection in an unknown state out again.
+            self.db.discard(server_message(e))
+
+    def _commit_one_phase(self, raw: Any) -> None:
+        txid = None
+        resolve = self.db.config.resolve_commit_outcome
+        try:
+            if resolve:
+                cursor = raw.cursor()
+                cursor.execute('SELECT txid_current_if_assigned()')
+                txid = cursor.fetchone()[0]
+        except psycopg2.Error as e:
+            if is_disconnect(e, raw):
+                self.db.discard(server_message(e))
+                raise self.db.lost_in_transaction(e) from e
+            raise translate_error(e) from e
+        try:
+            raw.tpc_commit()
+        except psycopg2.Error as e:
+            if not is_disconnect(e, raw):
+                raise translate_error(e) from e
+            self.db.discard(server_message(e))
+            if resolve:
+                self._resolve_outcome(txid, e)
+                return
+            raise CommitOutcomeUnknownError(
+                '%s\n(The connection to %s died while COMMIT was in flight: '
+                'the transaction may or may not have committed.  Check '
+                'before running it again, or set resolve_commit_outcome.)'
+                % (server_message(e), self.db.config.describe())) from e
+
+    def _resolve_outcome(self, txid: Optional[int], error: BaseException):
+        """Return if the cut-off transaction committed; raise otherwise."""
+        if txid is None:
+            return  # it wrote nothing: committing or not is the same
+        deadline = time.monotonic() + _OUTCOME_POLL_SECONDS
+        while True:
+            raw = self.db.ensure_connected()
+            try:
+                cursor = raw.cursor()
+                cursor.execute('SELECT txid_status(%s)', (txid,))
+                status = cursor.fetchone()[0]
+                raw.rollback()
+            except psycopg2.Error as e:
+                self.db.discard(server_message(e))
+                continue
+            if status == 'committed':
+                log.info('Transaction %s committed although the connection '
+                         'died during COMMIT.', txid)
+                return
+            if status == 'aborted':
+                raise self.db.lost_in_transaction(error) from error
+            if status == 'in progress' and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            raise CommitOutcomeUnknownError(
+                'The outcome of transaction %s could not be established '
+                '(status %r).' % (txid, status)) from error
+
+
+class ZopelessSavepoint:
+    """A SQL SAVEPOINT; rolling back to it also resets cached instances."""
+
+    def __init__(self, dm: ZopelessDataManager, name: str) -> None:
+        self.dm = dm
+        self.name = name
+
+    def rollback(self) -> None:
+        self.dm.db.execute('ROLLBACK TO SAVEPOINT ' + self.name)
+        self.dm.sqlconn.expireAll()

@@ -1,0 +1,247 @@
+"""The contracts of canonical.database: interfaces and exceptions.
+
+Everything a user of the package can catch or rely on is declared here;
+the implementations point back with ``@implementer``.
+
+Which exceptions to catch
+-------------------------
+Statements run through SQLObject raise ``sqlobject.dberrors`` exceptions
+(the DB-API 2 hierarchy: ``ProgrammingError``, ``OperationalError``,
+``IntegrityError`` ...), with the psycopg2 exception chained as
+``__context__``.  The library's own errors fit into that hierarchy, so one
+``except sqlobject.dberrors.Error`` catches everything a database can do to
+a script, and ``except ZopelessError`` catches what this library adds.
+"""
+
+from sqlobject import dberrors
+from transaction.interfaces import AlreadyInTransaction
+from transaction.interfaces import IDataManager
+from transaction.interfaces import TransientError
+from zope.interface import Attribute
+from zope.interface import Interface
+
+__all__ = [
+    'IDatabaseConfig',
+    'IDatabaseConnection',
+    'IZopelessTransactionManager',
+    'IZopelessDataManager',
+    'ZopelessError',
+    'ConfigurationError',
+    'ConflictingTransactionManagerError',
+    'NotInstalledError',
+    'NoTransactionError',
+    'TransactionInProgressError',
+    'ConnectionFailedError',
+    'DatabaseUnavailableError',
+    'DisconnectionError',
+    'CommitOutcomeUnknownError',
+    'ClusterError',
+]
+
+
+# -- exceptions --------------------------------------------------------------
+
+class ZopelessError(Exception):
+    """Base of every error this library raises itself."""
+
+
+class ConfigurationError(ZopelessError, ValueError):
+    """The database settings are malformed; fix them and call again."""
+
+
+class ConflictingTransactionManagerError(ZopelessError):
+    """initZopeless() was called again with different settings."""
+
+
+class NotInstalledError(ZopelessError):
+    """The transaction manager was uninstalled and can no longer be used."""
+
+
+class NoTransactionError(ZopelessError, AttributeError):
+    """A model was used in a thread that has no transaction in progress."""
+
+
+class TransactionInProgressError(ZopelessError, AlreadyInTransaction):
+    """begin() was called while this thread already has a transaction."""
+
+
+class ConnectionFailedError(ZopelessError, dberrors.OperationalError):
+    """The server refused the connection for good (bad user, password,
+    database or DSN); waiting would not help."""
+
+
+class DatabaseUnavailableError(ZopelessError, dberrors.OperationalError,
+                               TransientError):
+    """The database stayed unreachable for longer than the reconnect
+    timeout."""
+
+
+class DisconnectionError(ZopelessError, dberrors.OperationalError,
+                         TransientError):
+    """The connection died while a transaction was in progress; nothing of
+    it was committed.  Abort and run the transaction again."""
+
+
+class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
+    """The connection died while COMMIT was in flight: the transaction may
+    or may not have committed."""
+
+
+class ClusterError(ZopelessError):
+    """The embedded PostgreSQL cluster could not be set up or controlled."""
+
+
+# -- interfaces --------------------------------------------------------------
+
+class IDatabaseConfig(Interface):
+    """Where the database is and how to talk to it.
+
+    Adapting a configuration to IDatabaseConnection gives a new,
+    not yet connected, reconnecting connection.
+    """
+
+    isolation = Attribute(
+        "The isolation level name, one of canonical.database.isolation.")
+    implicitBegin = Attribute(
+        "True: a transaction is always open; False: begin() opens one.")
+    reconnect_timeout = Attribute(
+        "Seconds begin() waits for the database before raising "
+        "DatabaseUnavailableError; None waits for ever.")
+    reconnect_initial_delay = Attribute(
+        "Seconds before the second connection attempt of an outage.")
+    reconnect_max_delay = Attribute(
+        "Cap of the exponential backoff between attempts, in seconds.")
+    resolve_commit_outcome = Attribute(
+        "When true, a COMMIT cut off by a disconnection is resolved after "
+        "reconnecting instead of raising CommitOutcomeUnknownError; it costs "
+        "one round trip per transaction.")
+
+    def connect_kwargs():
+        """The keyword arguments for psycopg2.connect(), password included.
+
+        Never log or show the result.
+        """
+
+    def describe():
+        """A description of the target for messages: host, port, database
+        and user, never the password."""
+
+    def settings_key():
+        """A hashable value equal for two configurations of the same
+        database with the same behaviour."""
+
+
+class IDatabaseConnection(Interface):
+    """One thread's connection to the database, which comes back by itself.
+
+    A connection is used by one thread at a time.  It connects lazily: no
+    network traffic happens before begin() or ensure_connected().
+    """
+
+    config = Attribute("The IDatabaseConfig this connection was made from.")
+    raw = Attribute(
+        "The psycopg2 connection, or None while not connected.  Its "
+        "transaction is driven by begin() and the data manager: do not "
+        "call its commit() or rollback().")
+
+    def ensure_connected():
+        """Return a live psycopg2 connection.
+
+        A connection the operating system already knows to be closed is
+        replaced.  While the database is unreachable this blocks with
+        capped exponential backoff (one probe per process however many
+        threads wait), until it is back or reconnect_timeout has passed
+        (DatabaseUnavailableError).  Permanent refusals (bad user, password,
+        database) raise ConnectionFailedError at once.
+        """
+
+    def begin(gid):
+        """Start a database transaction named by the two-phase ``gid``.
+
+        A dead connection is replaced first, as in ensure_connected(); the
+        BEGIN is the first statement of the transaction, so when it fails
+        because the link died the connection is re-established and the BEGIN
+        sent again.  Nothing that may have committed is ever sent twice.
+        """
+
+    def execute(query, params=None):
+        """Run one statement in the current transaction; return the cursor.
+
+        A disconnection raises DisconnectionError.
+        """
+
+    def is_disconnect(error):
+        """True when ``error`` means the connection is gone."""
+
+    def discard(reason):
+        """Forget a connection that is dead or in an unknown state; the
+        next ensure_connected() makes a new one."""
+
+    def close():
+        """Roll back what is in progress and close the connection."""
+
+
+class IZopelessDataManager(IDataManager):
+    """The data manager a thread's database transaction joins with.
+
+    Alone in a transaction it commits in tpc_vote (one phase, no extra
+    round trip); with other data managers it votes with PREPARE TRANSACTION
+    and finishes with COMMIT PREPARED.
+    """
+
+    def should_retry(error):
+        """True for serialization failures, deadlocks and disconnections,
+        which a new attempt of the whole transaction may overcome."""
+
+
+class IZopelessTransactionManager(Interface):
+    """What scripts use: the per-thread database transactions of a process.
+
+    It is registered as a utility by initZopeless().  Each thread has its own
+    connection and its own transaction; commit() and abort() end this
+    thread's transaction through the ``transaction`` package, so other data
+    managers joined to it commit or abort together with the database.
+    """
+
+    config = Attribute("The IDatabaseConfig in use.")
+    implicitBegin = Attribute("See IDatabaseConfig.implicitBegin.")
+    installed = Attribute("False once uninstall() has run.")
+
+    def begin():
+        """Begin a transaction in this thread.
+
+        With implicitBegin=False nothing touches the database before this.
+        A lost connection is re-established first, blocking until the
+        database is back (see IDatabaseConnection.ensure_connected).
+        Raises TransactionInProgressError when this thread already began,
+        ConnectionFailedError for permanent refusals and
+        DatabaseUnavailableError after reconnect_timeout.
+        """
+
+    def commit():
+        """Commit this thread's transaction (transaction.commit()).
+
+        A disconnection before COMMIT raises DisconnectionError (nothing
+        committed, safe to retry); one during COMMIT raises
+        CommitOutcomeUnknownError unless resolve_commit_outcome is set.
+        With implicitBegin a new transaction is begun afterwards.
+        Raises NoTransactionError when no transaction was begun.
+        """
+
+    def abort():
+        """Roll back this thread's transaction (transaction.abort()).
+
+        Never fails because the connection is dead.
+        """
+
+    def set_isolation_level(level):
+        """Use ``level`` for the transactions begun from now on in every
+        thread.  Raises ConfigurationError for an unknown level."""
+
+    def connection():
+        """This thread's IDatabaseConnection, for raw SQL in the current
+        transaction.  Work done there commits like ORM work."""
+
+    def uninstall():
+        """Roll back and close every thread's connection, unregister the
+        utility and let initZopeless() be called again."""

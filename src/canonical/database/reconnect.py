@@ -1,0 +1,199 @@
+"""Waiting for the database: one probe per process, however many threads.
+
+While the database is reachable every thread connects on its own.  When a
+connection attempt fails with a transient error the coordinator enters an
+outage: one thread (the prober) retries with capped exponential backoff and
+jitter; every other thread that needs a connection sleeps on a condition
+instead of adding attempts.  When the prober gets through, the outage ends,
+the sleepers wake at once and each makes its own connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+import psycopg2
+
+from canonical.database.classify import is_permanent_connect_error
+from canonical.database.classify import server_message
+from canonical.database.interfaces import ConnectionFailedError
+from canonical.database.interfaces import DatabaseUnavailableError
+from canonical.database.interfaces import IDatabaseConfig
+
+__all__ = ['ReconnectCoordinator', 'coordinator_for', 'Backoff']
+
+log = logging.getLogger('canonical.database.reconnect')
+
+Connector = Callable[[], Any]
+
+
+class Backoff:
+    """Capped exponential delays with "equal jitter": each delay lies in
+    [d/2, d], so attempts never synchronise and never exceed the cap."""
+
+    def __init__(self, initial: float, cap: float,
+                 rng: Optional[random.Random] = None) -> None:
+        self.initial = initial
+        self.cap = cap
+        self._rng = rng or random.Random()
+        self._next = initial
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self.cap, self._next * 2)
+        return delay / 2 + self._rng.random() * delay / 2
+
+
+class ReconnectCoordinator:
+    """Connection making for one database, shared by a process's threads."""
+
+    def __init__(self, config: IDatabaseConfig,
+                 connector: Optional[Connector] = None) -> None:
+        self.config = config
+        self._connector = connector or self._psycopg2_connect
+        self._cond = threading.Condition(threading.Lock())
+        self._in_outage = False
+        self._prober: Optional[threading.Thread] = None
+        self._generation = 0
+        self._ever_connected = False
+        # Figures for tests, benchmarks and the chaos audit.
+        self.attempts = 0
+        self.outage_attempts = 0
+        self.outages = 0
+        self.last_downtime = 0.0
+
+    def _psycopg2_connect(self) -> Any:
+        return psycopg2.connect(**self.config.connect_kwargs())
+
+    @property
+    def in_outage(self) -> bool:
+        return self._in_outage
+
+    def _attempt(self) -> Any:
+        self.attempts += 1
+        try:
+            conn = self._connector()
+        except psycopg2.Error as e:
+            if is_permanent_connect_error(e, self._ever_connected):
+                raise ConnectionFailedError(
+                    'Cannot connect to %s: %s.  Check the database name, user '
+                    'and password; retrying would not help.'
+                    % (self.config.describe(), server_message(e))) from None
+            raise
+        self._ever_connected = True
+        return conn
+
+    def connect(self, deadline: Optional[float] = None,
+                reason: Optional[str] = None) -> Any:
+        """A new connection, waiting through an outage; see
+        IDatabaseConnection.ensure_connected for what is raised."""
+        if not self._in_outage:
+            try:
+                return self._attempt()
+            except psycopg2.Error as e:
+                self._begin_outage(server_message(e), warned=bool(reason))
+        return self._wait(deadline)
+
+    def _begin_outage(self, message: str, warned: bool) -> None:
+        with self._cond:
+            if self._in_outage:
+                return
+            self._in_outage = True
+            self._outage_started = time.monotonic()
+            self.outages += 1
+        # One WARNING per disconnection: a connection that noticed its own
+        # loss has already said so.
+        log.log(logging.DEBUG if warned else logging.WARNING,
+                'Database %s is unreachable (%s); waiting for it to come '
+                'back.', self.config.describe(), message)
+
+    def _wait(self, deadline: Optional[float]) -> Any:
+        while True:
+            with self._cond:
+                if not self._in_outage:
+                    seen = None
+                elif self._prober is None:
+                    self._prober = threading.current_thread()
+                    seen = -1
+                else:
+                    seen = self._generation
+                    timeout = None if deadline is None else \
+                        max(0.0, deadline - time.monotonic())
+                    self._cond.wait_for(
+                        lambda: self._generation != seen or
+                        self._prober is None, timeout)
+            if seen == -1:
+                return self._probe(deadline)
+            if deadline is not None and time.monotonic() >= deadline:
+                self._raise_unavailable()
+            if seen is not None and self._in_outage:
+                continue  # woken because the prober gave up: take its place
+            try:
+                return self._attempt()
+            except psycopg2.Error as e:
+                # The outage ended for the prober but not for us (too many
+                # clients, say): back to waiting, without a stampede.
+                self._begin_outage(server_message(e), warned=True)
+
+    def _probe(self, deadline: Optional[float]) -> Any:
+        backoff = Backoff(self.config.reconnect_initial_delay,
+                          self.config.reconnect_max_delay)
+        tries = 0
+        try:
+            while True:
+                delay = backoff.next_delay()
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._raise_unavailable()
+                    delay = min(delay, remaining)
+                time.sleep(delay)
+                tries += 1
+                self.outage_attempts += 1
+                try:
+                    conn = self._attempt()
+                except psycopg2.Error as e:
+                    log.debug('Reconnect attempt %d to %s failed: %s',
+                              tries, self.config.describe(),
+                              server_message(e))
+                    continue
+                with self._cond:
+                    downtime = time.monotonic() - self._outage_started
+                    self.last_downtime = downtime
+                    self._in_outage = False
+                    self._generation += 1
+                    self._prober = None
+                    self._cond.notify_all()
+                log.info('Reconnected to %s after %d attempts and %.3f s '
+                         'of downtime.', self.config.describe(), tries,
+                         downtime)
+                return conn
+        finally:
+            with self._cond:
+                if self._prober is threading.current_thread():
+                    self._prober = None
+                    self._cond.notify_all()
+
+    def _raise_unavailable(self) -> None:
+        raise DatabaseUnavailableError(
+            'Database %s still unreachable after %.1f s; giving up as '
+            'reconnect_timeout says.  Check that the server is running.'
+            % (self.config.describe(), self.config.reconnect_timeout or 0))
+
+
+_registry: Dict[Any, ReconnectCoordinator] = {}
+_registry_lock = threading.Lock()
+
+
+def coordinator_for(config: IDatabaseConfig) -> ReconnectCoordinator:
+    """The process's coordinator for ``config``'s database."""
+    key = config.settings_key()
+    with _registry_lock:
+        coordinator = _registry.get(key)
+        if coordinator is None:
+            coordinator = _registry[key] = ReconnectCoordinator(config)
+        return coordinator

@@ -1,0 +1,153 @@
+"""SQLObject on top of the reconnecting connection.
+
+``SQLBase`` is the base of all models.  Its ``_connection`` is a per-thread
+descriptor: it gives the thread's SQLObject connection while the thread has
+a transaction, and ``None`` otherwise (with ``implicitBegin=False``), as in
+the original.  Using a model without a transaction raises
+NoTransactionError, an AttributeError that says what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import psycopg2
+from sqlobject import SQLObject
+from sqlobject import classregistry
+from sqlobject import dberrors
+from sqlobject.postgres.pgconnection import PostgresConnection
+
+from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import NoTransactionError
+
+__all__ = ['SQLBase', 'ZopelessSQLObjectConnection',
+           'ZopelessConnectionDescriptor', 'set_connection_source']
+
+
+class ZopelessSQLObjectConnection(PostgresConnection):
+    """A SQLObject connection that runs every query on its thread's
+    IDatabaseConnection, inside the transaction the data manager drives.
+
+    It has no pool and never commits or rolls back by itself.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        PostgresConnection.__init__(self, dsn='', driver='psycopg2',
+                                    autoCommit=False)
+        # DBConnection registers a callback holding this connection for ever
+        # (for the conn.ClassName convenience, unused here): drop it, so a
+        # thread's connection dies with the thread.
+        callbacks = classregistry.registry(self.registry).genericCallbacks
+        callbacks[:] = [entry for entry in callbacks
+                        if getattr(entry[0], '__self__', None) is not self]
+
+    def soClassAdded(self, soClass: Any) -> None:
+        pass
+
+    def makeConnection(self) -> Any:
+        raise NoTransactionError(
+            'No transaction is in progress in this thread; call begin() '
+            'first.')
+
+    def getConnection(self) -> Any:
+        raw = self._db.raw
+        if raw is None:
+            raise DisconnectionError(
+                'The database connection of this thread is gone; abort() '
+                'and begin() again.')
+        return raw
+
+    def releaseConnection(self, conn: Any, explicit: bool = False) -> None:
+        pass  # the data manager ends the transaction, not each query
+
+    def _runWithConnection(self, meth: Any, *args: Any) -> Any:
+        raw = self.getConnection()
+        try:
+            return meth(raw, *args)
+        except (psycopg2.Error, dberrors.Error) as e:
+            if isinstance(e, DisconnectionError) or \
+                    not self._db.is_disconnect(e):
+                raise
+            raise self._db.lost_in_transaction(e) from e
+
+    def iterSelect(self, select: Any) -> Any:
+        return self._runWithConnection(
+            lambda raw: select.IterationClass(self, raw, select,
+                                              keepConnection=True))
+
+    def close(self) -> None:
+        pass  # the IDatabaseConnection owns the psycopg2 connection
+
+    def __repr__(self) -> str:
+        return '<ZopelessSQLObjectConnection %r>' % (self._db,)
+
+
+# Set by the transaction manager when it is installed: a callable returning
+# the current thread's SQLObject connection or None.
+_source: Optional[Any] = None
+
+
+def set_connection_source(source: Optional[Any]) -> None:
+    """Install (or, with None, remove) the per-thread connection provider."""
+    global _source
+    _source = source
+
+
+class ZopelessConnectionDescriptor:
+    """``Model._connection``: the thread's connection, or None."""
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        source = _source
+        if source is None:
+            return None
+        return source()
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(
+            'The connection of a model is chosen per thread by the '
+            'transaction manager; it cannot be set on %r.' % (instance,))
+
+
+def _require(cls: Any, connection: Any) -> Any:
+    connection = connection or cls._connection
+    if connection is None:
+        raise NoTransactionError(
+            'No transaction is in progress in this thread, so %s cannot '
+            'use the database: call ztm.begin() first.' % cls.__name__)
+    return connection
+
+
+class SQLBase(SQLObject):
+    """Base class of all models."""
+
+    _connection = ZopelessConnectionDescriptor()
+
+    @classmethod
+    def get(cls, id: Any, connection: Any = None,
+            selectResults: Any = None) -> Any:
+        return super().get(id, _require(cls, connection), selectResults)
+
+    @classmethod
+    def select(cls, *args: Any, **kw: Any) -> Any:
+        kw['connection'] = _require(cls, kw.get('connection'))
+        return super().select(*args, **kw)
+
+    @classmethod
+    def selectBy(cls, connection: Any = None, **kw: Any) -> Any:
+        return super().selectBy(_require(cls, connection), **kw)
+
+    @classmethod
+    def _SO_fetchAlternateID(cls, name: str, dbName: str, value: Any,
+                             connection: Any = None,
+                             idxName: Any = None) -> Any:
+        return super()._SO_fetchAlternateID(
+            name, dbName, value, _require(cls, connection), idxName)
+
+    @classmethod
+    def delete(cls, id: Any, connection: Any = None) -> Any:
+        return super().delete(id, _require(cls, connection))
+
+    def _create(self, id: Any, **kw: Any) -> Any:
+        _require(type(self), kw.get('connection'))
+        return super()._create(id, **kw)

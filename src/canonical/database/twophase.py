@@ -1,0 +1,149 @@
+"""Two-phase commit: transaction ids, finishing over reconnections, and
+recovery of prepared transactions a dead process left behind.
+
+A gid names the host and process that prepared it:
+``zopeless:<host>:<pid>:<counter>``.  The database votes last, so a
+transaction is prepared only after every other data manager voted yes:
+the decision was to commit.  A prepared transaction whose process is gone
+is therefore committed at start-up (presumed commit).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import socket
+import time
+from typing import Any, Iterable, List, Optional
+
+import psycopg2
+
+from canonical.database.classify import server_message
+
+__all__ = [
+    'GID_PREFIX', 'new_gid', 'commit_prepared', 'rollback_prepared',
+    'recover_orphans', 'orphaned_gids',
+]
+
+log = logging.getLogger('canonical.database.twophase')
+
+GID_PREFIX = 'zopeless'
+_HOST = re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname())[:40] or 'host'
+_counter = itertools.count(1)
+
+
+def new_gid() -> str:
+    """A transaction id unique across hosts, processes and time."""
+    # os.getpid() each time: a forked child must not reuse its parent's ids.
+    return '%s:%s:%d:%d:%d' % (GID_PREFIX, _HOST, os.getpid(),
+                               _START, next(_counter))
+
+
+_START = int(time.time() * 1000)
+
+
+def _finish(db: Any, gid: str, commit: bool) -> bool:
+    """COMMIT/ROLLBACK PREPARED ``gid`` on a fresh connection, reconnecting
+    as long as db.ensure_connected() lets us.  True when done (or nothing
+    was left to do)."""
+    verb = 'commit' if commit else 'rollback'
+    while True:
+        raw = db.ensure_connected()
+        try:
+            if raw.status != psycopg2.extensions.STATUS_READY:
+                raw.rollback()
+            cursor = raw.cursor()
+            cursor.execute('SELECT 1 FROM pg_prepared_xacts WHERE gid = %s',
+                           (gid,))
+            present = cursor.fetchone() is not None
+            raw.rollback()
+            if not present:
+                return True
+            getattr(raw, 'tpc_' + verb)(gid)
+            return True
+        except psycopg2.Error as e:
+            if raw.closed:
+                db.discard(server_message(e))
+                continue
+            log.error('Could not %s prepared transaction %s: %s', verb, gid,
+                      server_message(e))
+            return False
+
+
+def commit_prepared(db: Any, gid: Optional[str]) -> None:
+    """Finish a prepared transaction; never raises (tpc_finish must not)."""
+    if gid is None:
+        return
+    try:
+        if _finish(db, gid, commit=True):
+            return
+    except Exception as e:  # noqa: BLE001 - logged, left for recovery
+        log.critical('Prepared transaction %s could not be committed (%s); '
+                     'it will be committed by the next start-up recovery.',
+                     gid, e.__class__.__name__)
+        return
+    log.critical('Prepared transaction %s is left for start-up recovery.',
+                 gid)
+
+
+def rollback_prepared(db: Any, gid: Optional[str]) -> None:
+    """Roll back a transaction that was (maybe) prepared but not decided."""
+    if gid is None:
+        return
+    if not _finish(db, gid, commit=False):
+        log.critical('Prepared transaction %s could not be rolled back.', gid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphaned_gids(gids: Iterable[str]) -> List[str]:
+    """The gids of this host whose process has died."""
+    orphans = []
+    for gid in gids:
+        parts = gid.split(':')
+        if len(parts) != 5 or parts[0] != GID_PREFIX or parts[1] != _HOST:
+            continue
+        try:
+            pid = int(parts[2])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            orphans.append(gid)
+    return orphans
+
+
+def recover_orphans(raw: Any) -> List[str]:
+    """Commit prepared transactions left by dead processes of this host.
+
+    ``raw`` is an idle connection; it is left idle.  Returns the gids
+    committed.
+    """
+    cursor = raw.cursor()
+    cursor.execute('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE %s '
+                   'AND database = current_database()',
+                   (GID_PREFIX + ':%',))
+    gids = [row[0] for row in cursor.fetchall()]
+    raw.rollback()
+    done = []
+    for gid in orphaned_gids(gids):
+        try:
+            raw.tpc_commit(gid)
+        except psycopg2.Error as e:
+            log.error('Could not recover prepared transaction %s: %s', gid,
+                      server_message(e))
+            raw.rollback()
+            continue
+        log.warning('Committed prepared transaction %s left by a process '
+                    'that died.', gid)
+        done.append(gid)
+    return done

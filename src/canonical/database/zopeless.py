@@ -1,0 +1,214 @@
+"""The Zopeless transaction manager: per-thread database transactions that
+live inside the ``transaction`` package's transactions.
+
+Each thread gets, on first use, its own IDatabaseConnection (looked up as an
+adapter of the configuration, so a site can register another one), a
+SQLObject connection over it, and a data manager.  ``ztm.begin()`` makes
+sure the connection is alive (reconnecting, and waiting, if it is not)
+before ``transaction`` begins, so a failed begin() leaves no transaction
+behind.  A synchronizer registered on the thread's transaction manager
+joins the database to transactions begun by ``transaction.begin()`` or by
+``transaction.manager.attempts()`` as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any, Optional
+
+import transaction
+from transaction.interfaces import ISynchronizer
+from transaction.interfaces import NoTransaction
+from zope.interface import implementer
+
+from canonical.database.datamanager import ZopelessDataManager
+from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IZopelessTransactionManager
+from canonical.database.interfaces import NoTransactionError
+from canonical.database.interfaces import NotInstalledError
+from canonical.database.interfaces import TransactionInProgressError
+from canonical.database.sqlbase import ZopelessSQLObjectConnection
+from canonical.database.sqlbase import set_connection_source
+from canonical.database.twophase import new_gid
+
+__all__ = ['ZopelessTransactionManager']
+
+log = logging.getLogger('canonical.database.zopeless')
+
+
+class _ThreadState:
+    """What one thread owns.  No reference cycles: when the thread ends,
+    its state, and with it the psycopg2 connection, is freed at once."""
+
+    __slots__ = ('db', 'sqlconn', 'dm', 'begun_by_us', '__weakref__')
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.sqlconn = ZopelessSQLObjectConnection(db)
+        self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
+        self.begun_by_us = False
+
+
+@implementer(ISynchronizer)
+class _Synchronizer:
+    """Joins the database to transactions this library did not begin."""
+
+    def __init__(self, ztm: 'ZopelessTransactionManager') -> None:
+        self._ztm = weakref.ref(ztm)
+
+    def newTransaction(self, txn: Any) -> None:
+        ztm = self._ztm()
+        if ztm is not None and ztm.installed:
+            ztm._on_new_transaction(txn)
+
+    def beforeCompletion(self, txn: Any) -> None:
+        pass
+
+    def afterCompletion(self, txn: Any) -> None:
+        pass
+
+
+@implementer(IZopelessTransactionManager)
+class ZopelessTransactionManager:
+    """See IZopelessTransactionManager."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.implicitBegin = config.implicitBegin
+        self.installed = True
+        self._local = threading.local()
+        self._states: 'weakref.WeakSet[_ThreadState]' = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._synch = _Synchronizer(self)
+        set_connection_source(self._current_sqlconn)
+
+    # -- per-thread set-up -------------------------------------------------
+
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, 'state', None)
+        if state is None:
+            if not self.installed:
+                raise NotInstalledError(
+                    'This transaction manager was uninstalled; call '
+                    'initZopeless() again.')
+            manager = transaction.manager
+            manager.explicit = not self.implicitBegin
+            manager.registerSynch(self._synch)
+            state = _ThreadState(IDatabaseConnection(self.config))
+            self._local.state = state
+            with self._lock:
+                self._states.add(state)
+        return state
+
+    def _current_sqlconn(self) -> Any:
+        state = getattr(self._local, 'state', None)
+        if state is not None and state.dm.txn is not None:
+            return state.sqlconn
+        if not self.implicitBegin or not self.installed:
+            return None
+        state = self._state()
+        state.dm.start(transaction.get(), new_gid())
+        return state.sqlconn
+
+    def _on_new_transaction(self, txn: Any) -> None:
+        state = self._state()
+        if state.begun_by_us or not self.implicitBegin:
+            state.begun_by_us = False
+            state.dm.start(txn, new_gid())
+        # implicitBegin: join lazily, when a model first needs the database
+
+    # -- IZopelessTransactionManager ----------------------------------------
+
+    def begin(self) -> None:
+        state = self._state()
+        if state.dm.txn is not None or self._has_transaction():
+            raise TransactionInProgressError(
+                'A transaction is already in progress in this thread; '
+                'commit() or abort() it before calling begin() again.')
+        # Connect (or reconnect, waiting through an outage) before the
+        # transaction exists, so a failure leaves nothing half begun.
+        state.db.ensure_connected()
+        state.begun_by_us = True
+        try:
+            transaction.manager.begin()
+        except BaseException:
+            state.begun_by_us = False
+            if state.dm.txn is None:
+                self._abort_quietly()
+            raise
+
+    def _has_transaction(self) -> bool:
+        if self.implicitBegin:
+            return False
+        try:
+            transaction.manager.get()
+        except NoTransaction:
+            return False
+        return True
+
+    @staticmethod
+    def _abort_quietly() -> None:
+        try:
+            transaction.manager.abort()
+        except NoTransaction:
+            pass
+
+    def commit(self) -> None:
+        self._state()
+        try:
+            transaction.manager.commit()
+        except NoTransaction:
+            raise NoTransactionError(
+                'commit() without a transaction in this thread; call '
+                'begin() first.') from None
+
+    def abort(self) -> None:
+        self._state()
+        try:
+            transaction.manager.abort()
+        except NoTransaction:
+            raise NoTransactionError(
+                'abort() without a transaction in this thread; call '
+                'begin() first.') from None
+
+    def set_isolation_level(self, level: str) -> None:
+        self.config = self.config.with_isolation(level)
+        with self._lock:
+            states = list(self._states)
+        for state in states:
+            state.db.set_config(self.config)
+
+    def connection(self) -> Any:
+        state = self._state()
+        if state.dm.txn is None:
+            if self._current_sqlconn() is None:
+                raise NoTransactionError(
+                    'No transaction is in progress in this thread; call '
+                    'begin() first.')
+        return state.db
+
+    def uninstall(self) -> None:
+        if not self.installed:
+            return
+        self._abort_quietly()
+        self.installed = False
+        set_connection_source(None)
+        with self._lock:
+            states = list(self._states)
+            self._states.clear()
+        for state in states:
+            state.dm.txn = None
+            state.db.close()
+        self._local = threading.local()
+        manager = transaction.manager
+        manager.unregisterSynch(self._synch)
+        manager.explicit = False
+        from canonical.lp import _forget
+        _forget(self)
+
+    def __repr__(self) -> str:
+        return '<ZopelessTransactionManager %s implicitBegin=%s%s>' % (
+            self.config.describe(), self.implicitBegin,
+            '' if self.installed else ' uninstalled')

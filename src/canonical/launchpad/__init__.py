@@ -1,0 +1,1 @@
+"""The Launchpad sample application: models and test fixtures."""

@@ -1,0 +1,130 @@
+"""initZopeless(): what a script calls to use the models outside Zope.
+
+::
+
+    from canonical.lp import initZopeless
+    ztm = initZopeless(implicitBegin=False)
+    ztm.begin()
+    ...
+    ztm.commit()
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import Any, Optional
+
+from zope.component import getGlobalSiteManager
+from zope.component import queryUtility
+from zope.configuration import xmlconfig
+
+from canonical.database.config import DatabaseConfig
+from canonical.database.interfaces import ConflictingTransactionManagerError
+from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.interfaces import IZopelessTransactionManager
+from canonical.database.isolation import AUTOCOMMIT_ISOLATION
+from canonical.database.isolation import READ_COMMITTED_ISOLATION
+from canonical.database.isolation import REPEATABLE_READ_ISOLATION
+from canonical.database.isolation import SERIALIZABLE_ISOLATION
+
+__all__ = [
+    'initZopeless', 'isZopeless', 'site_zcml_path',
+    'AUTOCOMMIT_ISOLATION', 'READ_COMMITTED_ISOLATION',
+    'REPEATABLE_READ_ISOLATION', 'SERIALIZABLE_ISOLATION',
+]
+
+_lock = threading.RLock()
+_installed: Optional[Any] = None
+_zcml_loaded = False
+
+
+def site_zcml_path() -> str:
+    """The site ZCML initZopeless() executes: $ZOPELESS_SITE_ZCML, else
+    zcml/script.zcml of the source tree, else the package's own."""
+    path = os.environ.get('ZOPELESS_SITE_ZCML')
+    if path:
+        return path
+    here = os.path.dirname(os.path.abspath(__file__))
+    tree = os.path.join(here, os.pardir, os.pardir, os.pardir, 'zcml',
+                        'script.zcml')
+    if os.path.exists(tree):
+        return os.path.normpath(tree)
+    return os.path.join(here, 'script.zcml')
+
+
+def _load_site_zcml() -> None:
+    global _zcml_loaded
+    if not _zcml_loaded:
+        xmlconfig.file(site_zcml_path())
+        _zcml_loaded = True
+
+
+def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
+                 dbuser: Optional[str] = None, implicitBegin: bool = True,
+                 isolation: str = READ_COMMITTED_ISOLATION,
+                 debug: bool = False, dsn: Optional[str] = None,
+                 **options: Any) -> Any:
+    """Install the Zopeless transaction manager and return it.
+
+    Connection settings come from the arguments, then the environment
+    (LP_DBNAME, LP_DBHOST, LP_DBUSER, then libpq's PG* variables), then a
+    ``<db:database>`` declared in the site ZCML.  ``dbhost`` may carry libpq
+    keywords: ``dbhost='localhost port=5555'``.  Further keywords
+    (``password``, ``reconnect_timeout``, ``reconnect_max_delay``,
+    ``resolve_commit_outcome``, ``libpq_options``) go to DatabaseConfig.
+
+    Raises ConfigurationError for malformed settings (before anything is
+    installed) and ConflictingTransactionManagerError when a manager with
+    other settings is installed.  No connection is made here.
+    """
+    global _installed
+    with _lock:
+        _load_site_zcml()
+        declared = queryUtility(IDatabaseConfig)
+        if declared is not None and dbname is dbhost is dbuser is dsn is None \
+                and not options:
+            config = declared
+            if (implicitBegin, isolation) != (declared.implicitBegin,
+                                              declared.isolation):
+                config = DatabaseConfig(
+                    dsn=None, implicitBegin=implicitBegin,
+                    isolation=isolation, libpq_options=
+                    declared.connect_kwargs())
+        else:
+            config = DatabaseConfig(dbname=dbname, dbhost=dbhost,
+                                    dbuser=dbuser, dsn=dsn,
+                                    implicitBegin=implicitBegin,
+                                    isolation=isolation, **options)
+        config.debug = bool(debug)
+        if _installed is not None:
+            if _installed.config == config:
+                warnings.warn('initZopeless() called again with the same '
+                              'settings; returning the installed manager.',
+                              stacklevel=2)
+                return _installed
+            raise ConflictingTransactionManagerError(
+                'A transaction manager for %s is already installed; call its '
+                'uninstall() before initZopeless() with other settings.'
+                % _installed.config.describe())
+        ztm = IZopelessTransactionManager(config)
+        site = getGlobalSiteManager()
+        site.registerUtility(ztm, IZopelessTransactionManager)
+        _installed = ztm
+        return ztm
+
+
+def isZopeless() -> bool:
+    """True while a Zopeless transaction manager is installed."""
+    return _installed is not None
+
+
+def _forget(ztm: Any) -> None:
+    """Called by ztm.uninstall(): unregister it."""
+    global _installed
+    with _lock:
+        site = getGlobalSiteManager()
+        site.unregisterUtility(ztm, IZopelessTransactionManager)
+        if _installed is ztm:
+            _installed = None
