@@ -92,12 +92,13 @@ def _pgcode(error: BaseException) -> Optional[str]:
 
 
 def server_message(error: BaseException) -> str:
-    """The driver's message of ``error``, first line kept tidy."""
+    """The driver's message of ``error`` on one line."""
+    text = str(error)
     for item in error_chain(error):
         if isinstance(item, psycopg2.Error):
             text = item.pgerror or (item.args[0] if item.args else '')
-            return str(text).strip()
-    return str(error).strip()
+            break
+    return ' '.join(str(text).split())
 
 
 def is_disconnect(error: BaseException, raw: object = None) -> bool:

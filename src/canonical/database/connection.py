@@ -27,6 +27,7 @@ from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.isolation import AUTOCOMMIT_ISOLATION
 from canonical.database.reconnect import coordinator_for
+from canonical.database.twophase import recover_orphans
 
 __all__ = ['ReconnectingConnection']
 
@@ -109,11 +110,29 @@ class ReconnectingConnection:
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
         self._apply_isolation(raw)
+        if not self._coordinator.recovered:
+            self._recover_orphans(raw)
         if lost:
             self.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
                      time.monotonic() - started)
         return raw
+
+    def _recover_orphans(self, raw: Any) -> None:
+        # Once per process and database: commit what dead processes of this
+        # host prepared (see twophase).  One round trip, first connect only.
+        self._coordinator.recovered = True
+        autocommit = raw.autocommit
+        try:
+            raw.autocommit = False
+            recover_orphans(raw)
+        except psycopg2.Error as e:
+            log.error('Recovery of prepared transactions failed: %s',
+                      server_message(e))
+            self._rollback_quietly(raw)
+        finally:
+            if not raw.closed:
+                raw.autocommit = autocommit
 
     def _apply_isolation(self, raw: Any) -> None:
         level = self.config.isolation

@@ -60,6 +60,7 @@ class ReconnectCoordinator:
         self._prober: Optional[threading.Thread] = None
         self._generation = 0
         self._ever_connected = False
+        self.recovered = False  # orphaned prepared transactions handled
         # Figures for tests, benchmarks and the chaos audit.
         self.attempts = 0
         self.outage_attempts = 0

@@ -1,0 +1,53 @@
+"""Run the narrative doctests in this directory against the real cluster.
+
+Each doctest runs in a fresh copy of the sample database and in a
+temporary working directory (the reconnect story leaves twistd's pid and
+log files there).
+"""
+
+import doctest
+import glob
+import os
+import shutil
+import tempfile
+import unittest
+
+import transaction
+
+from canonical.launchpad.ftests.harness import LaunchpadTestSetup
+from canonical.testing.layers import DatabaseLayer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FLAGS = (doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE |
+         doctest.REPORT_NDIFF)
+
+
+def setUp(test):
+    LaunchpadTestSetup().setUp()
+    test.globs['_old_cwd'] = os.getcwd()
+    test.globs['_tmpdir'] = tempfile.mkdtemp(prefix='zopeless-doctest-')
+    os.chdir(test.globs['_tmpdir'])
+
+
+def tearDown(test):
+    import canonical.lp
+    os.chdir(test.globs['_old_cwd'])
+    shutil.rmtree(test.globs['_tmpdir'], ignore_errors=True)
+    ztm = canonical.lp._installed
+    if ztm is not None:
+        ztm.uninstall()  # a failed story must not poison the next one
+    transaction.manager.explicit = False
+    transaction.abort()
+    LaunchpadTestSetup().tearDown()
+
+
+def test_suite():
+    suite = unittest.TestSuite()
+    for path in sorted(glob.glob(os.path.join(HERE, '*.txt'))):
+        test = doctest.DocFileSuite(
+            os.path.basename(path), setUp=setUp, tearDown=tearDown,
+            optionflags=FLAGS, encoding='utf-8')
+        test.layer = DatabaseLayer
+        suite.addTest(test)
+    return suite
