@@ -23,6 +23,7 @@ from transaction.interfaces import ISynchronizer
 from transaction.interfaces import NoTransaction
 from zope.interface import implementer
 
+from canonical.database.connection import ReconnectingConnection
 from canonical.database.datamanager import ZopelessDataManager
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IZopelessTransactionManager
@@ -83,6 +84,9 @@ class ZopelessTransactionManager:
         self._lock = threading.Lock()
         self._synch = _Synchronizer(self)
         set_connection_source(self._current_sqlconn)
+        # The installing thread is ready at once: transaction.begin() and
+        # transaction.manager.attempts() join the database from the start.
+        self._state()
 
     # -- per-thread set-up -------------------------------------------------
 
@@ -96,7 +100,8 @@ class ZopelessTransactionManager:
             manager = transaction.manager
             manager.explicit = not self.implicitBegin
             manager.registerSynch(self._synch)
-            state = _ThreadState(IDatabaseConnection(self.config))
+            state = _ThreadState(IDatabaseConnection(self.config, None) or
+                                 ReconnectingConnection(self.config))
             self._local.state = state
             with self._lock:
                 self._states.add(state)
