@@ -84,20 +84,29 @@ class ReconnectingConnection:
 
     # -- connecting --------------------------------------------------------
 
-    def ensure_connected(self) -> Any:
+    def death_reason(self) -> Optional[str]:
+        """Why the connection is known dead without a round trip, or None.
+
+        One poll() system call; the socket is only peeked at when the
+        kernel says something arrived while we were not reading.
+        """
         raw = self.raw
-        if raw is not None:
-            if raw.closed:
-                self.discard('the connection was closed')
-            elif self._poller.poll(0):
-                reason = _peer_has_closed(raw)
-                if reason is None:
-                    return raw
-                self.discard(reason)
-            else:
-                return raw
-            return self._connect(lost=True)
-        return self._connect(lost=False)
+        if raw is None:
+            return 'not connected'
+        if raw.closed:
+            return 'the connection was closed'
+        if self._poller.poll(0):
+            return _peer_has_closed(raw)
+        return None
+
+    def ensure_connected(self) -> Any:
+        if self.raw is None:
+            return self._connect(lost=False)
+        reason = self.death_reason()
+        if reason is None:
+            return self.raw
+        self.discard(reason)
+        return self._connect(lost=True)
 
     def _connect(self, lost: bool) -> Any:
         timeout = self.config.reconnect_timeout

@@ -171,13 +171,17 @@ class ZopelessDataManager:
     # -- helpers -----------------------------------------------------------
 
     def _live_raw_or_raise(self) -> Any:
-        raw = self.db.raw
-        if raw is None or raw.closed:
+        # A session the server already ended (terminated, timed out, shut
+        # down) rolled back: say so for certain rather than send a COMMIT
+        # whose failure would leave the outcome unknown.
+        reason = self.db.death_reason()
+        if reason is not None:
+            self.db.discard(reason)
             raise DisconnectionError(
-                'The connection to %s was lost before COMMIT; nothing was '
-                'committed.  Abort, then begin() and run the transaction '
-                'again.' % self.db.config.describe())
-        return raw
+                'The connection to %s was lost before COMMIT (%s); nothing '
+                'was committed.  Abort, then begin() and run the transaction '
+                'again.' % (self.db.config.describe(), reason))
+        return self.db.raw
 
     def _rollback(self) -> None:
         raw = self.db.raw

@@ -144,6 +144,10 @@ class IDatabaseConnection(Interface):
         "transaction is driven by begin() and the data manager: do not "
         "call its commit() or rollback().")
 
+    def death_reason():
+        """Why the connection is known to be dead without a round trip (the
+        peer closed the socket, or ended the session), or None."""
+
     def ensure_connected():
         """Return a live psycopg2 connection.
 
