@@ -8,7 +8,9 @@ malformed DSN fails when the script starts, not at the first begin().
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from typing import Any, Mapping, Optional
 
 import psycopg2.extensions
@@ -25,7 +27,8 @@ DEFAULT_DBNAME = 'launchpad_ftest'
 
 # Keywords a script names with their own argument; a dbhost string that
 # smuggles them in is refused instead of silently winning or losing.
-_OWNED_KEYWORDS = {'dbname': 'dbname', 'user': 'dbuser'}
+_OWNED_KEYWORDS = {'dbname': 'dbname', 'user': 'dbuser',
+                   'password': 'password'}
 
 # libpq keepalive defaults: a silently dead peer is noticed within about
 # 15 seconds instead of the kernel's two hours.
@@ -40,14 +43,18 @@ _LIBPQ_DEFAULTS = {
 }
 
 
+def _may_hold_secret(dsn: str) -> bool:
+    return 'password' in dsn.lower() or ('://' in dsn and '@' in dsn)
+
+
 def _parse(dsn: str, what: str) -> dict[str, str]:
     try:
         return psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as e:
-        # libpq quotes the offending fragment, which may hold a password.
         detail = str(e).strip().split(':', 1)[-1].strip()
-        if 'password' in dsn:
-            detail = 'check its syntax'
+        if _may_hold_secret(dsn):
+            # libpq quotes the offending fragment, which may be a password.
+            detail = re.sub(r'"[^"]*"', '"..."', detail)
         raise ConfigurationError(
             'Malformed %s: %s.  Use "key=value" pairs or a postgresql:// '
             'URI.' % (what, detail)) from None
@@ -135,7 +142,11 @@ class DatabaseConfig:
         return ' '.join(parts) or 'the default libpq database'
 
     def settings_key(self) -> tuple:
-        return (tuple(sorted(self._params.items())), self.isolation,
+        # The password only as a digest: keys end up in dict reprs.
+        params = tuple(sorted(
+            (k, hashlib.sha256(v.encode()).hexdigest() if k == 'password'
+             else v) for k, v in self._params.items()))
+        return (params, self.isolation,
                 self.implicitBegin, self.reconnect_timeout,
                 self.reconnect_initial_delay, self.reconnect_max_delay,
                 self.resolve_commit_outcome)

@@ -29,6 +29,7 @@ __all__ = [
     'ConfigurationError',
     'ConflictingTransactionManagerError',
     'NotInstalledError',
+    'InvalidValueError',
     'NoTransactionError',
     'TransactionInProgressError',
     'ConnectionFailedError',
@@ -55,6 +56,10 @@ class ConflictingTransactionManagerError(ZopelessError):
 
 class NotInstalledError(ZopelessError):
     """The transaction manager was uninstalled and can no longer be used."""
+
+
+class InvalidValueError(ZopelessError, ValueError):
+    """A value cannot be stored as given (NUL byte, invalid Unicode)."""
 
 
 class NoTransactionError(ZopelessError, AttributeError):

@@ -18,6 +18,7 @@ from sqlobject import dberrors
 from sqlobject.postgres.pgconnection import PostgresConnection
 
 from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import InvalidValueError
 from canonical.database.interfaces import NoTransactionError
 
 __all__ = ['SQLBase', 'ZopelessSQLObjectConnection',
@@ -118,6 +119,24 @@ def _require(cls: Any, connection: Any) -> Any:
     return connection
 
 
+def _check_text(cls: Any, name: str, value: Any) -> None:
+    """Refuse, with a clear error, text PostgreSQL cannot store as given."""
+    if not isinstance(value, str):
+        return
+    if '\x00' in value:
+        raise InvalidValueError(
+            '%s.%s cannot contain NUL characters: PostgreSQL text does not '
+            'store them.  Strip them, or use a bytea column.'
+            % (cls.__name__, name))
+    try:
+        value.encode('utf-8')
+    except UnicodeEncodeError as e:
+        raise InvalidValueError(
+            '%s.%s is not valid Unicode (%s at position %d); decode the input '
+            'properly first.' % (cls.__name__, name, e.reason, e.start)) \
+            from None
+
+
 class SQLBase(SQLObject):
     """Base class of all models."""
 
@@ -150,4 +169,16 @@ class SQLBase(SQLObject):
 
     def _create(self, id: Any, **kw: Any) -> Any:
         _require(type(self), kw.get('connection'))
+        for name, value in kw.items():
+            _check_text(type(self), name, value)
         return super()._create(id, **kw)
+
+    def _SO_setValue(self, name: str, value: Any, from_python: Any,
+                     to_python: Any) -> None:
+        _check_text(type(self), name, value)
+        super()._SO_setValue(name, value, from_python, to_python)
+
+    def set(self, _suppress_set_sig: bool = False, **kw: Any) -> None:
+        for name, value in kw.items():
+            _check_text(type(self), name, value)
+        super().set(_suppress_set_sig=_suppress_set_sig, **kw)
