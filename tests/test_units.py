@@ -1,0 +1,160 @@
+"""Contracts and the small parts: interfaces verified, backoff bounds,
+error classification, and start-up recovery of orphaned prepared
+transactions against the real server."""
+
+import random
+import subprocess
+import sys
+import unittest
+
+import psycopg2
+import transaction
+from transaction.interfaces import ISavepointDataManager
+from zope.interface.verify import verifyObject
+
+import canonical.lp
+from canonical.database import reconnect
+from canonical.database import twophase
+from canonical.database.classify import is_disconnect
+from canonical.database.classify import is_permanent_connect_error
+from canonical.database.classify import is_retryable_conflict
+from canonical.database.config import DatabaseConfig
+from canonical.database.connection import ReconnectingConnection
+from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IZopelessDataManager
+from canonical.database.interfaces import IZopelessTransactionManager
+from canonical.database.reconnect import Backoff
+from canonical.launchpad.ftests.harness import LaunchpadTestSetup
+from canonical.lp import initZopeless
+from canonical.testing.layers import LaunchpadLayer
+
+
+class TestBackoff(unittest.TestCase):
+
+    def test_delays_grow_to_the_cap_with_jitter_below_it(self):
+        backoff = Backoff(0.005, 0.05, rng=random.Random(1))
+        delays = [backoff.next_delay() for i in range(50)]
+        self.assertTrue(all(0.0025 <= d <= 0.05 for d in delays))
+        self.assertLess(delays[0], 0.0051)
+        # Once capped, every delay lies in [cap/2, cap]: a bounded rate.
+        self.assertTrue(all(d >= 0.025 for d in delays[10:]))
+        self.assertGreater(len(set(delays[10:])), 30)  # jittered
+
+
+class TestClassification(unittest.TestCase):
+
+    def test_permanent_and_transient_connect_errors(self):
+        permanent = [
+            'FATAL:  password authentication failed for user "x"',
+            'FATAL:  role "nobody" does not exist',
+            'FATAL:  database "nodb" does not exist',
+            'FATAL:  no pg_hba.conf entry for host "1.2.3.4"',
+        ]
+        transient = [
+            'connection to server at "127.0.0.1", port 1 failed: '
+            'Connection refused',
+            'FATAL:  the database system is starting up',
+            'FATAL:  the database system is shutting down',
+            'FATAL:  sorry, too many clients already',
+            'FATAL:  remaining connection slots are reserved',
+            'timeout expired',
+        ]
+        for text in permanent:
+            self.assertTrue(is_permanent_connect_error(
+                psycopg2.OperationalError(text)), text)
+        for text in transient:
+            self.assertFalse(is_permanent_connect_error(
+                psycopg2.OperationalError(text)), text)
+        unknown_host = psycopg2.OperationalError(
+            'could not translate host name "dbx" to address')
+        self.assertTrue(is_permanent_connect_error(unknown_host))
+        self.assertFalse(is_permanent_connect_error(unknown_host,
+                                                    ever_connected=True))
+
+    def test_statement_errors(self):
+        lost = psycopg2.OperationalError(
+            'server closed the connection unexpectedly')
+        self.assertTrue(is_disconnect(lost))
+        self.assertFalse(is_disconnect(psycopg2.ProgrammingError('syntax')))
+        try:
+            raise ValueError('wrapped') from lost
+        except ValueError as wrapped:
+            self.assertTrue(is_disconnect(wrapped))
+        self.assertFalse(is_retryable_conflict(lost))
+
+
+class TestContracts(unittest.TestCase):
+
+    layer = LaunchpadLayer
+
+    def tearDown(self):
+        if canonical.lp._installed is not None:
+            canonical.lp._installed.uninstall()
+        transaction.manager.explicit = False
+
+    def test_implementations_provide_their_interfaces(self):
+        ztm = initZopeless(implicitBegin=False)
+        self.assertTrue(verifyObject(IZopelessTransactionManager, ztm))
+        self.assertTrue(verifyObject(IDatabaseConnection,
+                                     ReconnectingConnection(ztm.config)))
+        ztm.begin()
+        dm = transaction.get()._resources[0]
+        self.assertTrue(verifyObject(IZopelessDataManager, dm))
+        self.assertTrue(verifyObject(ISavepointDataManager, dm))
+        ztm.abort()
+
+    def test_healthy_begin_opens_no_new_connection(self):
+        ztm = initZopeless(implicitBegin=False)
+        coordinator = reconnect.coordinator_for(ztm.config)
+        ztm.begin()
+        ztm.abort()
+        before = coordinator.attempts
+        for i in range(20):
+            ztm.begin()
+            ztm.commit()
+        self.assertEqual(coordinator.attempts, before)
+
+
+class TestOrphanRecovery(unittest.TestCase):
+
+    layer = LaunchpadLayer
+
+    def tearDown(self):
+        if canonical.lp._installed is not None:
+            canonical.lp._installed.uninstall()
+        transaction.manager.explicit = False
+
+    def dead_pid(self):
+        child = subprocess.Popen([sys.executable, '-c', 'pass'])
+        child.wait()
+        return child.pid
+
+    def test_prepared_transactions_of_dead_processes_are_committed(self):
+        setup = LaunchpadTestSetup()
+        conn = setup.connect()
+        gid = '%s:%s:%d:1:1' % (twophase.GID_PREFIX, twophase._HOST,
+                                self.dead_pid())
+        alive = '%s:%s:%d:1:2' % (twophase.GID_PREFIX, twophase._HOST, 1)
+        for name, karma in ((gid, 777), (alive, 888)):
+            conn.tpc_begin(name)
+            conn.cursor().execute(
+                'UPDATE person SET karma = %s WHERE id = %s',
+                (karma, 3 if karma == 777 else 4))
+            conn.tpc_prepare()
+            conn.reset()
+        # A process that has not connected yet recovers on its first
+        # connection: a fresh coordinator stands for it.
+        config = DatabaseConfig(dbname='launchpad_ftest', dbuser='launchpad',
+                                implicitBegin=False, reconnect_max_delay=0.049)
+        connection = ReconnectingConnection(config)
+        raw = connection.ensure_connected()
+        cursor = raw.cursor()
+        cursor.execute('SELECT gid FROM pg_prepared_xacts')
+        left = [row[0] for row in cursor.fetchall()]
+        cursor.execute('SELECT karma FROM person WHERE id = 3')
+        self.assertEqual(cursor.fetchone()[0], 777)
+        raw.rollback()
+        self.assertEqual(left, [alive])  # pid 1 lives: not ours to decide
+        raw.tpc_rollback(alive)
+        connection.close()
+        setup.closeConnections()
