@@ -31,7 +31,8 @@ class CuttingProxy:
         self._lock = threading.Lock()
         self._pairs: List[tuple] = []
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def cut_on(self, statement: bytes, mode: str = 'after') -> None:
         """Cut the next connection that sends ``statement``."""
@@ -82,7 +83,12 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._closed = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
         self._listener.close()
+        self._acceptor.join(5)
         with self._lock:
             pairs, self._pairs = self._pairs, []
         for pair in pairs:

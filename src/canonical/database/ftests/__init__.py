@@ -1,0 +1,25 @@
+"""Where the test database server is.
+
+``getDBHost()`` and ``getDBPort()`` name the server the functional tests
+use: the one PGHOST/PGPORT name when they are set, otherwise the private
+cluster of ``canonical.database.cluster`` (started if needed).
+"""
+
+import os
+
+from canonical.database.cluster import HOST, ensure_cluster
+
+__all__ = ['getDBHost', 'getDBPort']
+
+
+def getDBHost():
+    """The test server's host: PGHOST if set, else the cluster's address."""
+    return os.environ.get('PGHOST') or HOST
+
+
+def getDBPort():
+    """The test server's port: PGPORT if set, else the cluster's port."""
+    port = os.environ.get('PGPORT')
+    if port:
+        return int(port)
+    return int(ensure_cluster().port)

@@ -1,0 +1,1 @@
+"""Functional-test support for the Launchpad sample database."""

@@ -1,0 +1,1 @@
+"""Test support shared by the packages of this project."""

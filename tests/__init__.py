@@ -1,0 +1,1 @@
+# Test modules of the whole project; zope.testrunner finds test_*.py here.
