@@ -115,6 +115,36 @@ class TestContracts(unittest.TestCase):
         self.assertEqual(coordinator.attempts, before)
 
 
+class TestDebug(unittest.TestCase):
+
+    layer = LaunchpadLayer
+
+    def tearDown(self):
+        canonical.lp._installed.uninstall()
+        transaction.manager.explicit = False
+
+    def test_debug_logs_the_sql(self):
+        from canonical.database.ftests.logcapture import LogCapture
+        from canonical.launchpad.database import Person
+        log = LogCapture('canonical.database.sql')
+        self.addCleanup(log.uninstall)
+        ztm = initZopeless(implicitBegin=False, debug=True)
+        ztm.begin()
+        Person.get(2)
+        ztm.abort()
+        self.assertTrue(any('FROM person WHERE' in line and 'DEBUG' in line
+                            for line in log.lines()), log.lines())
+
+    def test_keepalives_are_on_by_default(self):
+        ztm = initZopeless(implicitBegin=False)
+        ztm.begin()
+        params = ztm.connection().raw.get_dsn_parameters()
+        ztm.abort()
+        self.assertEqual(params['keepalives'], '1')
+        self.assertEqual(params['tcp_user_timeout'], '15000')
+        self.assertEqual(params['application_name'], 'zopeless')
+
+
 class TestOrphanRecovery(unittest.TestCase):
 
     layer = LaunchpadLayer

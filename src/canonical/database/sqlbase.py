@@ -9,6 +9,7 @@ NoTransactionError, an AttributeError that says what to do.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import psycopg2
@@ -21,6 +22,8 @@ from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import InvalidValueError
 from canonical.database.interfaces import NoTransactionError
 
+sql_log = logging.getLogger('canonical.database.sql')
+
 __all__ = ['SQLBase', 'ZopelessSQLObjectConnection',
            'ZopelessConnectionDescriptor', 'set_connection_source']
 
@@ -32,10 +35,10 @@ class ZopelessSQLObjectConnection(PostgresConnection):
     It has no pool and never commits or rolls back by itself.
     """
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, debug: bool = False) -> None:
         self._db = db
         PostgresConnection.__init__(self, dsn='', driver='psycopg2',
-                                    autoCommit=False)
+                                    autoCommit=False, debug=debug)
         # DBConnection registers a callback holding this connection for ever
         # (for the conn.ClassName convenience, unused here): drop it, so a
         # thread's connection dies with the thread.
@@ -45,6 +48,13 @@ class ZopelessSQLObjectConnection(PostgresConnection):
 
     def soClassAdded(self, soClass: Any) -> None:
         pass
+
+    def printDebug(self, conn: Any, s: Any, name: str,
+                   type: str = 'query') -> None:
+        # SQLObject numbers pooled connections and prints; there is no pool
+        # here, and a library logs.
+        if name != 'Pool':
+            sql_log.debug('%s: %s', name, s)
 
     def makeConnection(self) -> Any:
         raise NoTransactionError(

@@ -47,7 +47,8 @@ class _ThreadState:
 
     def __init__(self, db: Any) -> None:
         self.db = db
-        self.sqlconn = ZopelessSQLObjectConnection(db)
+        self.sqlconn = ZopelessSQLObjectConnection(
+            db, debug=getattr(db.config, 'debug', False))
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
         self.begun_by_us = False
 
