@@ -36,7 +36,6 @@ __all__ = [
     'DatabaseUnavailableError',
     'DisconnectionError',
     'CommitOutcomeUnknownError',
-    'ClusterError',
 ]
 
 
@@ -90,10 +89,6 @@ class DisconnectionError(ZopelessError, dberrors.OperationalError,
 class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
     """The connection died while COMMIT was in flight: the transaction may
     or may not have committed."""
-
-
-class ClusterError(ZopelessError):
-    """The embedded PostgreSQL cluster could not be set up or controlled."""
 
 
 # -- interfaces --------------------------------------------------------------
@@ -178,6 +173,10 @@ class IDatabaseConnection(Interface):
 
         A disconnection raises DisconnectionError.
         """
+
+    def rollback():
+        """Roll back the transaction in progress; a connection that cannot
+        is discarded."""
 
     def is_disconnect(error):
         """True when ``error`` means the connection is gone."""

@@ -1,0 +1,54 @@
+"""A private PostgreSQL cluster for demos, development and tests.
+
+The cluster is built from the PostgreSQL server binaries installed on the
+machine (found through ``pg_config --bindir``, ``PATH`` or
+``/usr/lib/postgresql/*/bin``).  Its data directory, unix socket and log live
+under the project's ``var/`` directory; it listens on 127.0.0.1 only, on a
+free port that is recorded in ``var/cluster.json``.
+
+Run it from the command line::
+
+    bin/python -m canonical.database.cluster start|stop|status|env
+
+or from Python::
+
+    from canonical.database.cluster import ensure_cluster
+    cluster = ensure_cluster()
+    print(cluster.host, cluster.port, cluster.superuser)
+
+When the caller is root the server runs as an unprivileged user (``postgres``
+if it exists, otherwise a system user ``zopeless-pg`` created on demand).
+When that user cannot reach the project directory, the cluster files are
+kept under ``/var/tmp/zopeless-<hash>/`` instead and ``var/cluster.json``
+records where.
+
+When ``PGHOST`` or ``PGPORT`` name a server other than this cluster,
+``ensure_cluster()`` describes that server instead of starting one.
+
+The package uses the standard library only, so it also runs with a plain
+interpreter, before the project's dependencies are installed:
+``PYTHONPATH=src python3 -m canonical.database.cluster --base DIR start``.
+
+Modules: ``interfaces`` (exceptions), ``binaries`` (finding the server),
+``layout`` (files, state, server user, ports), ``conf`` (configuration
+files), ``process`` (process helpers), ``server`` (``Cluster``),
+``external`` (``ExternalServer``, ``ensure_cluster``), ``cli`` (``main``).
+"""
+
+from .binaries import find_bindir
+from .cli import main
+from .external import ExternalServer, ensure_cluster
+from .interfaces import BinariesNotFound, ClusterError, ExternalServerError
+from .layout import default_base
+from .server import Cluster
+
+# Not public, but imported by name from here by existing callers:
+# canonical.database.ftests uses HOST and tests/test_cluster.py _pid_alive.
+from .layout import HOST
+from .process import pid_alive as _pid_alive
+
+__all__ = [
+    'ClusterError', 'BinariesNotFound', 'ExternalServerError',
+    'Cluster', 'ExternalServer', 'ensure_cluster', 'find_bindir',
+    'default_base', 'main',
+]
