@@ -183,6 +183,12 @@ class ReconnectingConnection:
                     raise
                 self.discard(server_message(e))
 
+    def rollback(self) -> None:
+        """Roll back what is in progress, keeping a healthy connection."""
+        raw = self.raw
+        if raw is not None:
+            self._rollback_quietly(raw)
+
     def execute(self, query: Any, params: Any = None) -> Any:
         raw = self.raw
         if raw is None:

@@ -31,6 +31,7 @@ from canonical.database.classify import server_message
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IZopelessDataManager
+from canonical.database.sqlbase import LAZY_UPDATE_CLASSES
 from canonical.database.twophase import commit_prepared
 from canonical.database.twophase import rollback_prepared
 
@@ -77,6 +78,10 @@ class ZopelessDataManager:
     def start(self, txn: Any, gid: Optional[str]) -> None:
         """Begin the database transaction and join ``txn``."""
         self.db.begin(gid)
+        self.join(txn, gid)
+
+    def join(self, txn: Any, gid: Optional[str]) -> None:
+        """Join ``txn`` with the database transaction begun as ``gid``."""
         self.gid = None if self.db.autocommit else gid
         self._prepared = self._prepare_uncertain = self._finishing = False
         self.sqlconn.cache.clear()  # no stale rows from earlier transactions
@@ -103,9 +108,11 @@ class ZopelessDataManager:
     def commit(self, txn: Any) -> None:
         # SQLObject writes at attribute assignment unless a class asked for
         # lazyUpdate: write those now, before anyone votes.
-        for instance in self.sqlconn.cache.getAll():
-            if instance.sqlmeta.lazyUpdate and instance.sqlmeta.dirty:
-                instance.syncUpdate()
+        caches = self.sqlconn.cache.allSubCachesByClassNames()
+        for name in LAZY_UPDATE_CLASSES.intersection(caches):
+            for instance in caches[name].getAll():
+                if instance.sqlmeta.dirty:
+                    instance.syncUpdate()
 
     def tpc_vote(self, txn: Any) -> None:
         if self.gid is None:

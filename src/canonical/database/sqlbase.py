@@ -25,7 +25,8 @@ from canonical.database.interfaces import NoTransactionError
 sql_log = logging.getLogger('canonical.database.sql')
 
 __all__ = ['SQLBase', 'ZopelessSQLObjectConnection',
-           'ZopelessConnectionDescriptor', 'set_connection_source']
+           'ZopelessConnectionDescriptor', 'set_connection_source',
+           'LAZY_UPDATE_CLASSES']
 
 
 class ZopelessSQLObjectConnection(PostgresConnection):
@@ -147,10 +148,20 @@ def _check_text(cls: Any, name: str, value: Any) -> None:
             from None
 
 
+# Names of the models that asked for lazyUpdate: only their cached
+# instances need looking at when a transaction commits.
+LAZY_UPDATE_CLASSES: set = set()
+
+
 class SQLBase(SQLObject):
     """Base class of all models."""
 
     _connection = ZopelessConnectionDescriptor()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if getattr(cls.sqlmeta, 'lazyUpdate', False):
+            LAZY_UPDATE_CLASSES.add(cls.__name__)
 
     @classmethod
     def get(cls, id: Any, connection: Any = None,

@@ -43,14 +43,14 @@ class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
     its state, and with it the psycopg2 connection, is freed at once."""
 
-    __slots__ = ('db', 'sqlconn', 'dm', 'begun_by_us', '__weakref__')
+    __slots__ = ('db', 'sqlconn', 'dm', 'begun_gid', '__weakref__')
 
     def __init__(self, db: Any) -> None:
         self.db = db
         self.sqlconn = ZopelessSQLObjectConnection(
             db, debug=getattr(db.config, 'debug', False))
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
-        self.begun_by_us = False
+        self.begun_gid: Optional[str] = None  # BEGIN sent by ztm.begin()
 
 
 @implementer(ISynchronizer)
@@ -120,8 +120,10 @@ class ZopelessTransactionManager:
 
     def _on_new_transaction(self, txn: Any) -> None:
         state = self._state()
-        if state.begun_by_us or not self.implicitBegin:
-            state.begun_by_us = False
+        if state.begun_gid is not None:
+            gid, state.begun_gid = state.begun_gid, None
+            state.dm.join(txn, gid)
+        elif not self.implicitBegin:
             state.dm.start(txn, new_gid())
         # implicitBegin: join lazily, when a model first needs the database
 
@@ -133,15 +135,18 @@ class ZopelessTransactionManager:
             raise TransactionInProgressError(
                 'A transaction is already in progress in this thread; '
                 'commit() or abort() it before calling begin() again.')
-        # Connect (or reconnect, waiting through an outage) before the
-        # transaction exists, so a failure leaves nothing half begun.
-        state.db.ensure_connected()
-        state.begun_by_us = True
+        # Connect (or reconnect, waiting through an outage) and send BEGIN
+        # before the transaction exists, so a failure leaves nothing half
+        # begun; the synchronizer then only joins.
+        gid = new_gid()
+        state.db.begin(gid)
+        state.begun_gid = gid
         try:
             transaction.manager.begin()
         except BaseException:
-            state.begun_by_us = False
+            state.begun_gid = None
             if state.dm.txn is None:
+                state.db.rollback()
                 self._abort_quietly()
             raise
 
