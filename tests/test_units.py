@@ -188,3 +188,35 @@ class TestOrphanRecovery(unittest.TestCase):
         raw.tpc_rollback(alive)
         connection.close()
         setup.closeConnections()
+
+
+class TestLazyUpdate(unittest.TestCase):
+
+    layer = LaunchpadLayer
+
+    def tearDown(self):
+        canonical.lp._installed.uninstall()
+        transaction.manager.explicit = False
+
+    def test_lazy_updates_are_written_at_commit(self):
+        from sqlobject import IntCol, StringCol
+        from canonical.database.sqlbase import SQLBase
+
+        class LazyPerson(SQLBase):
+            class sqlmeta:
+                table = 'person'
+                lazyUpdate = True
+                registry = 'lazy-update-test'
+            name = StringCol()
+            karma = IntCol()
+
+        ztm = initZopeless(implicitBegin=False)
+        ztm.begin()
+        LazyPerson.get(2).karma = 1
+        unwritten = ztm.connection().execute(
+            'SELECT karma FROM person WHERE id = 2').fetchone()[0]
+        ztm.commit()
+        self.assertEqual(unwritten, 235)  # nothing sent before commit
+        ztm.begin()
+        self.assertEqual(LazyPerson.get(2).karma, 1)
+        ztm.abort()
