@@ -72,10 +72,10 @@ class FaultTestCase(unittest.TestCase):
         self.log = LogCapture('canonical.database')
 
     def install(self, port=None, **options):
-        settings = dict(self.options)
+        settings = dict(dbname='launchpad_ftest', dbuser='launchpad')
+        settings.update(self.options)
         settings.update(options)
         return initZopeless(
-            dbname='launchpad_ftest', dbuser='launchpad',
             dbhost='127.0.0.1 port=%d' % (port or self.cluster.port),
             implicitBegin=False, **settings)
 
@@ -270,6 +270,31 @@ class TestServerRestart(FaultTestCase):
         self.ztm.begin()
         self.assertEqual(Person.get(1).name, 'sabdfl')
         self.ztm.abort()
+
+
+class TestTooManyConnections(FaultTestCase):
+
+    def test_a_full_server_is_waited_out(self):
+        # Superusers ignore connection limits: use the ordinary role.
+        cursor = self.admin()
+        cursor.execute('GRANT SELECT ON person TO zopeless_pw')
+        cursor.execute('ALTER ROLE zopeless_pw CONNECTION LIMIT 1')
+        self.addCleanup(cursor.execute,
+                        'ALTER ROLE zopeless_pw CONNECTION LIMIT -1')
+        self.ztm.uninstall()
+        self.ztm = self.install(dbuser='zopeless_pw',
+                                password='canary-secret-9')
+        holder = psycopg2.connect(self.cluster.dsn('launchpad_ftest',
+                                                   'zopeless_pw'),
+                                  password='canary-secret-9')
+        results = []
+        thread = self.begin_in_thread(results)
+        time.sleep(0.5)
+        self.assertTrue(thread.is_alive())
+        self.assertIn('too many connections', self.warnings()[0])
+        holder.close()
+        thread.join(10)
+        self.assertEqual(results[0][0], 'sabdfl')
 
 
 class TestPermanentErrors(FaultTestCase):
