@@ -220,3 +220,37 @@ class TestLazyUpdate(unittest.TestCase):
         ztm.begin()
         self.assertEqual(LazyPerson.get(2).karma, 1)
         ztm.abort()
+
+
+class TestNoHerd(unittest.TestCase):
+
+    def test_threads_arriving_together_make_one_attempt(self):
+        import threading
+        import time
+        from canonical.database.ftests.proxy import free_port
+        from canonical.database.interfaces import DatabaseUnavailableError
+        # Nothing listens on the port; a slow backoff keeps the prober to
+        # its first sleep, so every attempt counted is a thread's own.
+        config = DatabaseConfig(dbhost='127.0.0.1 port=%d' % free_port(),
+                                dbname='x', reconnect_timeout=0.5,
+                                reconnect_initial_delay=1.0,
+                                reconnect_max_delay=1.0)
+        coordinator = reconnect.coordinator_for(config)
+        barrier = threading.Barrier(20)
+        errors = []
+
+        def begin():
+            barrier.wait()
+            try:
+                ReconnectingConnection(config).ensure_connected()
+            except DatabaseUnavailableError as e:
+                errors.append(e)
+        threads = [threading.Thread(target=begin) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        self.assertEqual(len(errors), 20)
+        # The first thread's attempt, and the prober's last one at the
+        # deadline: not one per thread.
+        self.assertLessEqual(coordinator.attempts, 2)

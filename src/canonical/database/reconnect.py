@@ -48,6 +48,15 @@ class Backoff:
         return delay / 2 + self._rng.random() * delay / 2
 
 
+# How long a successful connection vouches for the database: within it,
+# threads connect at the same time without waiting for each other.
+_TRUST_SECONDS = 0.5
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 class ReconnectCoordinator:
     """Connection making for one database, shared by a process's threads."""
 
@@ -60,6 +69,8 @@ class ReconnectCoordinator:
         self._prober: Optional[threading.Thread] = None
         self._generation = 0
         self._ever_connected = False
+        self._in_flight = 0         # direct attempts not yet answered
+        self._last_success = -1e9   # monotonic time of the last connect
         self.recovered = False  # orphaned prepared transactions handled
         # Figures for tests, benchmarks and the chaos audit.
         self.attempts = 0
@@ -92,11 +103,32 @@ class ReconnectCoordinator:
                 reason: Optional[str] = None) -> Any:
         """A new connection, waiting through an outage; see
         IDatabaseConnection.ensure_connected for what is raised."""
-        if not self._in_outage:
+        with self._cond:
+            # While the database has not answered anyone lately, one
+            # attempt at a time finds out whether it is there: threads
+            # arriving together at the start of an outage wait for its
+            # verdict instead of all trying (and all hanging on a black
+            # hole).  Once it answered, threads connect side by side.
+            while (not self._in_outage and self._in_flight and
+                   time.monotonic() - self._last_success > _TRUST_SECONDS):
+                if not self._cond.wait(_remaining(deadline)):
+                    self._raise_unavailable()
+            direct = not self._in_outage
+            if direct:
+                self._in_flight += 1
+        if direct:
             try:
-                return self._attempt()
+                conn = self._attempt()
             except psycopg2.Error as e:
                 self._begin_outage(server_message(e), warned=bool(reason))
+            else:
+                with self._cond:
+                    self._last_success = time.monotonic()
+                return conn
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
         return self._wait(deadline)
 
     def _begin_outage(self, message: str, warned: bool) -> None:
@@ -122,11 +154,9 @@ class ReconnectCoordinator:
                     seen = -1
                 else:
                     seen = self._generation
-                    timeout = None if deadline is None else \
-                        max(0.0, deadline - time.monotonic())
                     self._cond.wait_for(
                         lambda: self._generation != seen or
-                        self._prober is None, timeout)
+                        self._prober is None, _remaining(deadline))
             if seen == -1:
                 return self._probe(deadline)
             if deadline is not None and time.monotonic() >= deadline:
@@ -165,6 +195,7 @@ class ReconnectCoordinator:
                 with self._cond:
                     downtime = time.monotonic() - self._outage_started
                     self.last_downtime = downtime
+                    self._last_success = time.monotonic()
                     self._in_outage = False
                     self._generation += 1
                     self._prober = None
