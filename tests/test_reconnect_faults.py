@@ -12,6 +12,7 @@ import unittest
 
 import psycopg2
 import transaction
+import transaction.interfaces
 from sqlobject import dberrors
 from transaction.interfaces import TransientError
 
@@ -186,8 +187,10 @@ class TestTimeouts(FaultTestCase):
         self.ztm.begin()
         pid = self.backend_pid()
         self.ztm.connection().execute("SET LOCAL statement_timeout = '50ms'")
-        with self.assertRaises(psycopg2.errors.QueryCanceled):
+        with self.assertRaises(dberrors.OperationalError) as caught:
             self.ztm.connection().execute('SELECT pg_sleep(1)')
+        self.assertNotIsInstance(caught.exception, DisconnectionError)
+        self.assertIn('statement timeout', str(caught.exception))
         self.ztm.abort()
         self.ztm.begin()
         self.assertEqual(self.backend_pid(), pid)
@@ -258,6 +261,24 @@ class TestServerRestart(FaultTestCase):
         self.assertEqual(len(results), 20, results)
         self.assertEqual(set(r[0] for r in results), {'sabdfl'})
         self.assertEqual(len(set(r[1] for r in results)), 20)
+
+    def test_failed_begin_in_attempts_leaves_no_transaction(self):
+        self.ztm.uninstall()
+        self.ztm = self.install(reconnect_timeout=0.3)
+        self.ztm.begin()
+        self.ztm.abort()
+        self.cluster.stop('fast')
+        for i in range(2):
+            with self.assertRaises(DatabaseUnavailableError):
+                for attempt in transaction.manager.attempts(2):
+                    with attempt:
+                        Person.get(1)
+            self.assertRaises(transaction.interfaces.NoTransaction,
+                              transaction.manager.get)
+        self.cluster.start()
+        for attempt in transaction.manager.attempts(2):
+            with attempt:
+                self.assertEqual(Person.get(1).name, 'sabdfl')
 
     def test_reconnect_timeout_raises_and_leaves_no_transaction(self):
         self.ztm.uninstall()
@@ -393,6 +414,29 @@ class TestCommitInFlightResolved(TestCommitInFlight):
         self.assertRaises(DisconnectionError, self.ztm.commit)
         self.ztm.abort()
         self.assertEqual(self.karma(), 130)
+
+    def test_commit_prepared_deferred_past_the_timeout(self):
+        from canonical.database.ftests.filedm import FileDataManager
+        import tempfile
+        self.ztm.uninstall()
+        self.ztm = self.install(port=self.proxy.port, reconnect_timeout=0.3,
+                                **self.options)
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.ztm.begin()
+        Person.get(1).karma = 503
+        transaction.get().join(FileDataManager(path, 'x'))
+        self.proxy.cut_on(b'COMMIT PREPARED', mode='before', then_refuse=True)
+        self.ztm.commit()  # decided: reported committed, finished later
+        cursor = self.admin()
+        cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
+        self.assertEqual(cursor.fetchone()[0], 1)
+        self.assertEqual(self.karma(), 130)  # not visible yet
+        self.proxy.refusing = False
+        self.ztm.begin()  # the new connection finishes it first
+        self.ztm.abort()
+        cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
+        self.assertEqual(cursor.fetchone()[0], 0)
+        self.assertEqual(self.karma(), 503)
 
     def test_two_phase_commit_cut_during_commit_prepared(self):
         from canonical.database.ftests.filedm import FileDataManager

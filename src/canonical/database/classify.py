@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterator, Optional
 
 import psycopg2
+from sqlobject import dberrors
 
 __all__ = [
     'is_disconnect',
@@ -19,6 +20,7 @@ __all__ = [
     'is_retryable_conflict',
     'error_chain',
     'server_message',
+    'translate_error',
 ]
 
 # SQLSTATEs after which the server has closed (or will close) the session.
@@ -134,3 +136,14 @@ def is_permanent_connect_error(error: BaseException,
 def is_retryable_conflict(error: BaseException) -> bool:
     """Serialization failures and deadlocks: a new attempt may succeed."""
     return _pgcode(error) in _RETRYABLE_CODES
+
+
+def translate_error(error: psycopg2.Error) -> dberrors.Error:
+    """The sqlobject.dberrors counterpart of a psycopg2 error, so commit
+    errors are caught like statement errors."""
+    for cls in type(error).__mro__:
+        translated = getattr(dberrors, cls.__name__, None)
+        if isinstance(translated, type) and \
+                issubclass(translated, dberrors.Error):
+            return translated(server_message(error))
+    return dberrors.Error(server_message(error))

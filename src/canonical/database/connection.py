@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from canonical.database.classify import is_disconnect
 from canonical.database.classify import server_message
+from canonical.database.classify import translate_error
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
@@ -121,6 +122,8 @@ class ReconnectingConnection:
         self._apply_isolation(raw)
         if not self._coordinator.recovered:
             self._recover_orphans(raw)
+        if self._coordinator.unfinished:
+            self._finish_deferred(raw)
         if lost:
             self.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
@@ -139,6 +142,31 @@ class ReconnectingConnection:
             log.error('Recovery of prepared transactions failed: %s',
                       server_message(e))
             self._rollback_quietly(raw)
+        finally:
+            if not raw.closed:
+                raw.autocommit = autocommit
+
+    def defer_commit_prepared(self, gid: str) -> None:
+        """Commit prepared transaction ``gid`` on the process's next new
+        connection: it was decided but could not be finished yet, and it
+        holds its locks until it is."""
+        self._coordinator.unfinished.add(gid)
+
+    def _finish_deferred(self, raw: Any) -> None:
+        autocommit = raw.autocommit
+        raw.autocommit = True
+        try:
+            for gid in list(self._coordinator.unfinished):
+                try:
+                    raw.tpc_commit(gid)
+                except psycopg2.errors.UndefinedObject:
+                    pass  # committed already, by us or by recovery
+                except psycopg2.Error as e:
+                    log.error('Prepared transaction %s is still not '
+                              'committed: %s', gid, server_message(e))
+                    continue
+                self._coordinator.unfinished.discard(gid)
+                log.info('Committed prepared transaction %s.', gid)
         finally:
             if not raw.closed:
                 raw.autocommit = autocommit
@@ -200,7 +228,8 @@ class ReconnectingConnection:
         except psycopg2.Error as e:
             if is_disconnect(e, raw):
                 raise self.lost_in_transaction(e) from e
-            raise
+            # The same exceptions as statements run through SQLObject.
+            raise translate_error(e) from e
         return cursor
 
     def lost_in_transaction(self, error: BaseException) -> DisconnectionError:

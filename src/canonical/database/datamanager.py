@@ -28,6 +28,7 @@ from zope.interface import implementer
 from canonical.database.classify import is_disconnect
 from canonical.database.classify import is_retryable_conflict
 from canonical.database.classify import server_message
+from canonical.database.classify import translate_error
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IZopelessDataManager
@@ -35,22 +36,11 @@ from canonical.database.sqlbase import LAZY_UPDATE_CLASSES
 from canonical.database.twophase import commit_prepared
 from canonical.database.twophase import rollback_prepared
 
-__all__ = ['ZopelessDataManager', 'translate_error']
+__all__ = ['ZopelessDataManager']
 
 log = logging.getLogger('canonical.database.datamanager')
 
 _OUTCOME_POLL_SECONDS = 10.0
-
-
-def translate_error(error: psycopg2.Error) -> dberrors.Error:
-    """The sqlobject.dberrors counterpart of a psycopg2 error, so commit
-    errors are caught like statement errors."""
-    for cls in type(error).__mro__:
-        translated = getattr(dberrors, cls.__name__, None)
-        if isinstance(translated, type) and \
-                issubclass(translated, dberrors.Error):
-            return translated(server_message(error))
-    return dberrors.Error(server_message(error))
 
 
 def _is_alone(txn: Any) -> bool:

@@ -178,6 +178,10 @@ class IDatabaseConnection(Interface):
         """Roll back the transaction in progress; a connection that cannot
         is discarded."""
 
+    def defer_commit_prepared(gid):
+        """Have the process's next new connection commit the prepared
+        transaction ``gid``, which could not be finished now."""
+
     def is_disconnect(error):
         """True when ``error`` means the connection is gone."""
 

@@ -71,7 +71,10 @@ class ReconnectCoordinator:
         self._ever_connected = False
         self._in_flight = 0         # direct attempts not yet answered
         self._last_success = -1e9   # monotonic time of the last connect
-        self.recovered = False  # orphaned prepared transactions handled
+        self.recovered = False
+        # Gids decided (all voted yes) whose COMMIT PREPARED has not gone
+        # through yet: the next new connection finishes them.
+        self.unfinished: set = set()  # orphaned prepared transactions handled
         # Figures for tests, benchmarks and the chaos audit.
         self.attempts = 0
         self.outage_attempts = 0

@@ -73,19 +73,24 @@ def _finish(db: Any, gid: str, commit: bool) -> bool:
 
 
 def commit_prepared(db: Any, gid: Optional[str]) -> None:
-    """Finish a prepared transaction; never raises (tpc_finish must not)."""
+    """Finish a prepared transaction; never raises (tpc_finish must not).
+
+    When it cannot be finished now (the database stayed away longer than
+    reconnect_timeout), the next new connection of this process finishes
+    it; were the process to die first, start-up recovery would.
+    """
     if gid is None:
         return
     try:
         if _finish(db, gid, commit=True):
             return
-    except Exception as e:  # noqa: BLE001 - logged, left for recovery
-        log.critical('Prepared transaction %s could not be committed (%s); '
-                     'it will be committed by the next start-up recovery.',
-                     gid, e.__class__.__name__)
-        return
-    log.critical('Prepared transaction %s is left for start-up recovery.',
-                 gid)
+        reason = 'the server refused'
+    except Exception as e:  # noqa: BLE001 - deferred, never lost
+        reason = e.__class__.__name__
+    db.defer_commit_prepared(gid)
+    log.critical('Prepared transaction %s could not be committed yet (%s); '
+                 'the next connection of this process will commit it.',
+                 gid, reason)
 
 
 def rollback_prepared(db: Any, gid: Optional[str]) -> None:

@@ -124,7 +124,13 @@ class ZopelessTransactionManager:
             gid, state.begun_gid = state.begun_gid, None
             state.dm.join(txn, gid)
         elif not self.implicitBegin:
-            state.dm.start(txn, new_gid())
+            try:
+                state.dm.start(txn, new_gid())
+            except BaseException:
+                # transaction.begin() has already made txn current: free
+                # it, so a failed begin leaves no transaction behind.
+                txn.abort()
+                raise
         # implicitBegin: join lazily, when a model first needs the database
 
     # -- IZopelessTransactionManager ----------------------------------------

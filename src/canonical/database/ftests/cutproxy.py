@@ -28,16 +28,20 @@ class CuttingProxy:
         self.trigger: Optional[bytes] = None
         self.mode = 'after'
         self.cuts = 0
+        self.refusing = False  # close new connections at once
         self._lock = threading.Lock()
         self._pairs: List[tuple] = []
         self._closed = False
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
         self._acceptor.start()
 
-    def cut_on(self, statement: bytes, mode: str = 'after') -> None:
-        """Cut the next connection that sends ``statement``."""
+    def cut_on(self, statement: bytes, mode: str = 'after',
+               then_refuse: bool = False) -> None:
+        """Cut the next connection that sends ``statement``; with
+        ``then_refuse``, refuse new connections from then on."""
         with self._lock:
             self.trigger, self.mode = statement, mode
+            self.then_refuse = then_refuse
 
     def _accept(self) -> None:
         while not self._closed:
@@ -45,6 +49,9 @@ class CuttingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             server = socket.create_connection(self.dest)
             with self._lock:
                 self._pairs.append((client, server))
@@ -68,6 +75,8 @@ class CuttingProxy:
                             mode = self.mode
                 if cut:
                     self.cuts += 1
+                    if self.then_refuse:
+                        self.refusing = True
                     if mode == 'after':
                         dst.sendall(data)
                     break
