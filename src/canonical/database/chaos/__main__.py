@@ -1,0 +1,79 @@
+"""``python -m canonical.database.chaos``: run the soak, print the table,
+write the JSON report; exit 0 when the audit passed, 1 when it failed and
+2 when the soak could not run."""
+
+import argparse
+import os
+import random
+import sys
+
+from canonical.database.chaos.faults import KINDS
+from canonical.database.cluster import default_base
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='python -m canonical.database.chaos',
+        description='Chaos soak of the Zopeless library with an exact '
+                    'audit.')
+    parser.add_argument('--duration', type=float, default=60.0,
+                        help='seconds of faults and work (default 60)')
+    parser.add_argument('--workers', type=int, default=8)
+    parser.add_argument('--seed', default=None,
+                        help='seed of the fault schedule and the workload '
+                             '(default: random, printed)')
+    parser.add_argument('--no-resolve', action='store_true',
+                        help='run without resolve_commit_outcome: commits '
+                             'cut off in flight are reported ambiguous')
+    parser.add_argument('--faults', default=','.join(KINDS),
+                        help='comma-separated fault kinds (default: all): '
+                             + ', '.join(KINDS) + '; "none" for none')
+    parser.add_argument('--interval', type=float, default=1.5,
+                        help='mean seconds between faults (default 1.5)')
+    parser.add_argument('--reconnect-timeout', type=float, default=None,
+                        help='reconnect_timeout of the manager (default: '
+                             'wait for ever)')
+    parser.add_argument('--accounts', type=int, default=50)
+    parser.add_argument('--durability-units', type=int, default=100,
+                        help='units of the crash-durability case (0: skip)')
+    parser.add_argument('--json', default=None,
+                        help='report file (default var/chaos-report.json)')
+    parser.add_argument('--base', default=None,
+                        help='directory of the throwaway cluster')
+    parser.add_argument('--keep', action='store_true',
+                        help='keep the cluster (it is kept anyway when '
+                             'the audit fails)')
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else str(
+        random.randrange(10**6))
+    kinds = () if args.faults in ('', 'none') else tuple(
+        k.strip() for k in args.faults.split(',') if k.strip())
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        parser.error('unknown fault kinds: %s' % ', '.join(sorted(unknown)))
+    json_path = args.json or os.path.join(default_base(),
+                                          'chaos-report.json')
+    from canonical.database.chaos.report import table
+    from canonical.database.chaos.soak import run_soak
+    try:
+        report = run_soak(
+            duration=args.duration, workers=args.workers, seed=seed,
+            resolve=not args.no_resolve, kinds=kinds,
+            interval=args.interval, accounts=args.accounts,
+            durability_units=args.durability_units, base=args.base,
+            keep=args.keep, json_path=json_path,
+            reconnect_timeout=args.reconnect_timeout,
+            echo=lambda text: print(text, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - reported
+        print('chaos: error: %s: %s' % (type(e).__name__, e),
+              file=sys.stderr)
+        return 2
+    print(table(report))
+    print('report: %s' % json_path)
+    return 0 if report['passed'] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The audit: what the workers were told against what the database holds.
+
+* every unit reported committed is there exactly once (else lost or
+  duplicated);
+* every unit reported failed is absent;
+* ambiguous units are counted (and found present or absent);
+* no transfer row belongs to a unit nobody started;
+* every two-phase unit the journal recorded is in the database, and every
+  committed two-phase unit is in the journal;
+* the ledger sum is unchanged and each balance matches its transfers;
+* no backend of the library's application_name is left, and no prepared
+  transaction is left in ``pg_prepared_xacts``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, Iterable, List
+
+__all__ = ['audit_units', 'ledger_invariant', 'leftovers', 'APP_NAME']
+
+APP_NAME = 'zopeless'
+_SAMPLE = 10
+
+
+def _counts(conn: Any) -> Dict[str, int]:
+    cur = conn.cursor()
+    cur.execute('SELECT uid, count(*) FROM chaos_transfer GROUP BY uid')
+    return dict(cur.fetchall())
+
+
+def audit_units(conn: Any, units: Iterable[Any],
+                journal: Dict[str, int]) -> Dict[str, Any]:
+    """Compare the units' reported outcomes with the transfer rows."""
+    counts = _counts(conn)
+    units = list(units)
+    known = {u.uid for u in units}
+    committed = [u for u in units if u.state == 'committed']
+    failed = [u for u in units if u.state == 'failed']
+    ambiguous = [u for u in units if u.state == 'ambiguous']
+    pending = [u for u in units if u.state == 'pending']
+    lost = [u.uid for u in committed if counts.get(u.uid, 0) == 0]
+    duplicated = sorted(uid for uid, n in counts.items() if n > 1)
+    failed_present = [u.uid for u in failed if counts.get(u.uid, 0)]
+    strangers = sorted(uid for uid in counts if uid not in known)
+    in_journal_not_db = sorted(uid for uid in journal
+                               if counts.get(uid, 0) != 1)
+    journal_twice = sorted(uid for uid, n in journal.items() if n != 1)
+    two_phase_not_in_journal = [u.uid for u in committed
+                                if u.two_phase and u.uid not in journal]
+    return {
+        'attempted': len(units),
+        'committed': len(committed),
+        'committed_two_phase': sum(1 for u in committed if u.two_phase),
+        'failed_and_retried': sum(1 for u in committed if u.failures),
+        'failed_attempts': sum(u.failures for u in units),
+        'failed_final': len(failed),
+        'pending': len(pending),
+        'ambiguous': len(ambiguous),
+        'ambiguous_present': sum(1 for u in ambiguous
+                                 if counts.get(u.uid, 0)),
+        'lost': len(lost),
+        'duplicated': len(duplicated),
+        'failed_present': len(failed_present),
+        'strangers': len(strangers),
+        'journal_mismatch': len(in_journal_not_db) + len(journal_twice)
+        + len(two_phase_not_in_journal),
+        'samples': {
+            'lost': lost[:_SAMPLE],
+            'duplicated': duplicated[:_SAMPLE],
+            'failed_present': failed_present[:_SAMPLE],
+            'strangers': strangers[:_SAMPLE],
+            'journal': (in_journal_not_db + journal_twice
+                        + two_phase_not_in_journal)[:_SAMPLE],
+        },
+    }
+
+
+def ledger_invariant(conn: Any) -> Dict[str, Any]:
+    """The sum of the balances, and each balance against its transfers."""
+    cur = conn.cursor()
+    cur.execute('SELECT sum(balance), sum(opening), count(*) '
+                'FROM chaos_account')
+    total, opening, accounts = cur.fetchone()
+    cur.execute("""
+        SELECT a.id, a.balance, a.opening
+               + coalesce((SELECT sum(amount) FROM chaos_transfer
+                           WHERE dst = a.id), 0)
+               - coalesce((SELECT sum(amount) FROM chaos_transfer
+                           WHERE src = a.id), 0)
+        FROM chaos_account a
+        WHERE a.balance <> a.opening
+               + coalesce((SELECT sum(amount) FROM chaos_transfer
+                           WHERE dst = a.id), 0)
+               - coalesce((SELECT sum(amount) FROM chaos_transfer
+                           WHERE src = a.id), 0)
+        ORDER BY a.id""")
+    mismatched = cur.fetchall()
+    return {
+        'accounts': accounts,
+        'sum': int(total),
+        'expected_sum': int(opening),
+        'holds': int(total) == int(opening) and not mismatched,
+        'mismatched_accounts': [list(map(int, row))
+                                for row in mismatched[:_SAMPLE]],
+    }
+
+
+def leftovers(admin: Callable[[], Any], dbname: str, baseline: int,
+              wait: float = 10.0) -> Dict[str, Any]:
+    """Library backends above ``baseline`` and prepared transactions left,
+    waiting up to ``wait`` seconds for closing backends to exit."""
+    deadline = time.monotonic() + wait
+    while True:
+        conn = admin()
+        try:
+            cur = conn.cursor()
+            cur.execute('SELECT pid, state, backend_start::text, '
+                        'left(query, 80) FROM pg_stat_activity '
+                        'WHERE application_name = %s AND datname = %s',
+                        (APP_NAME, dbname))
+            backends = cur.fetchall()
+            cur.execute('SELECT gid, prepared::text FROM pg_prepared_xacts '
+                        'WHERE database = %s ORDER BY gid', (dbname,))
+            prepared = cur.fetchall()
+        finally:
+            conn.close()
+        leaked = len(backends) - baseline
+        if (leaked <= 0 and not prepared) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return {
+        'backends': len(backends),
+        'baseline': baseline,
+        'leaked_backends': max(0, leaked),
+        'leaked_detail': [list(row) for row in backends[:_SAMPLE]],
+        'prepared': len(prepared),
+        'prepared_gids': [row[0] for row in prepared[:_SAMPLE]],
+    }
+
+
+def failures(report: Dict[str, Any]) -> List[str]:
+    """Why the audit failed; empty when it passed."""
+    why = []
+    units = report.get('units') or {}
+    for key in ('lost', 'duplicated', 'failed_present', 'strangers',
+                'journal_mismatch', 'failed_final', 'pending'):
+        if units.get(key):
+            why.append('%s: %d' % (key, units[key]))
+    if report.get('resolve_commit_outcome') and units.get('ambiguous'):
+        why.append('ambiguous units despite resolve_commit_outcome: %d'
+                   % units['ambiguous'])
+    if not (report.get('invariant') or {}).get('holds'):
+        why.append('ledger invariant broken')
+    for phase in ('leaks', 'final_leaks'):
+        leaks = report.get(phase) or {}
+        if leaks.get('leaked_backends'):
+            why.append('%s: %d library backends left' % (
+                phase, leaks['leaked_backends']))
+        if leaks.get('prepared'):
+            why.append('%s: %d prepared transactions left' % (
+                phase, leaks['prepared']))
+    anomalies = report.get('anomalies') or {}
+    for key in ('hung_workers', 'crashed_workers', 'leftover_transactions',
+                'unexpected_errors', 'not_joined_by_synchronizer',
+                'fault_injector_crashed'):
+        if anomalies.get(key):
+            why.append('%s: %s' % (key, anomalies[key]))
+    durability = report.get('durability')
+    if durability is not None and not durability.get('passed'):
+        why.append('durability: %s' % '; '.join(durability.get(
+            'problems') or ['failed']))
+    return why
