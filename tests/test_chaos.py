@@ -25,8 +25,8 @@ class ShortSoakTest(unittest.TestCase):
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
-        if canonical.lp._installed is not None:
-            canonical.lp._installed.uninstall()
+        if canonical.lp.isZopeless():
+            canonical.lp.installedTransactionManager().uninstall()
         transaction.manager.explicit = False
 
     def test_short_soak_passes_its_audit(self):

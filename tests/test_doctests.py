@@ -34,7 +34,7 @@ def tearDown(test):
     import canonical.lp
     os.chdir(test.globs['_old_cwd'])
     shutil.rmtree(test.globs['_tmpdir'], ignore_errors=True)
-    ztm = canonical.lp._installed
+    ztm = canonical.lp.installedTransactionManager()
     if ztm is not None:
         ztm.uninstall()  # a failed story must not poison the next one
     transaction.manager.explicit = False

@@ -43,8 +43,8 @@ storable = st.text(st.characters(blacklist_categories=('Cs',),
 class UninstallMixin:
 
     def tearDown(self):
-        if canonical.lp._installed is not None:
-            canonical.lp._installed.uninstall()
+        if canonical.lp.isZopeless():
+            canonical.lp.installedTransactionManager().uninstall()
         transaction.manager.explicit = False
 
 

@@ -88,8 +88,8 @@ class TestContracts(unittest.TestCase):
     layer = LaunchpadLayer
 
     def tearDown(self):
-        if canonical.lp._installed is not None:
-            canonical.lp._installed.uninstall()
+        if canonical.lp.isZopeless():
+            canonical.lp.installedTransactionManager().uninstall()
         transaction.manager.explicit = False
 
     def test_implementations_provide_their_interfaces(self):
@@ -120,7 +120,7 @@ class TestDebug(unittest.TestCase):
     layer = LaunchpadLayer
 
     def tearDown(self):
-        canonical.lp._installed.uninstall()
+        canonical.lp.installedTransactionManager().uninstall()
         transaction.manager.explicit = False
 
     def test_debug_logs_the_sql(self):
@@ -150,8 +150,8 @@ class TestOrphanRecovery(unittest.TestCase):
     layer = LaunchpadLayer
 
     def tearDown(self):
-        if canonical.lp._installed is not None:
-            canonical.lp._installed.uninstall()
+        if canonical.lp.isZopeless():
+            canonical.lp.installedTransactionManager().uninstall()
         transaction.manager.explicit = False
 
     def dead_pid(self):
@@ -195,7 +195,7 @@ class TestLazyUpdate(unittest.TestCase):
     layer = LaunchpadLayer
 
     def tearDown(self):
-        canonical.lp._installed.uninstall()
+        canonical.lp.installedTransactionManager().uninstall()
         transaction.manager.explicit = False
 
     def test_lazy_updates_are_written_at_commit(self):

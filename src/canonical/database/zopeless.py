@@ -21,6 +21,7 @@ from typing import Any, Optional
 import transaction
 from transaction.interfaces import ISynchronizer
 from transaction.interfaces import NoTransaction
+from zope.component import getGlobalSiteManager
 from zope.interface import implementer
 
 from canonical.database.connection import ReconnectingConnection
@@ -222,8 +223,8 @@ class ZopelessTransactionManager:
         manager = transaction.manager
         manager.unregisterSynch(self._synch)
         manager.explicit = False
-        from canonical.lp import _forget
-        _forget(self)
+        getGlobalSiteManager().unregisterUtility(
+            self, IZopelessTransactionManager)
 
     def __repr__(self) -> str:
         return '<ZopelessTransactionManager %s implicitBegin=%s%s>' % (

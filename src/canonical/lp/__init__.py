@@ -30,13 +30,13 @@ from canonical.database.isolation import REPEATABLE_READ_ISOLATION
 from canonical.database.isolation import SERIALIZABLE_ISOLATION
 
 __all__ = [
-    'initZopeless', 'isZopeless', 'site_zcml_path',
+    'initZopeless', 'isZopeless', 'installedTransactionManager',
+    'site_zcml_path',
     'AUTOCOMMIT_ISOLATION', 'READ_COMMITTED_ISOLATION',
     'REPEATABLE_READ_ISOLATION', 'SERIALIZABLE_ISOLATION',
 ]
 
 _lock = threading.RLock()
-_installed: Optional[Any] = None
 _zcml_loaded = False
 
 
@@ -79,7 +79,6 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
     installed) and ConflictingTransactionManagerError when a manager with
     other settings is installed.  No connection is made here.
     """
-    global _installed
     with _lock:
         _load_site_zcml()
         declared = queryUtility(IDatabaseConfig)
@@ -98,33 +97,29 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
                                     implicitBegin=implicitBegin,
                                     isolation=isolation, **options)
         config.debug = bool(debug)
-        if _installed is not None:
-            if _installed.config == config:
+        installed = installedTransactionManager()
+        if installed is not None:
+            if installed.config == config:
                 warnings.warn('initZopeless() called again with the same '
                               'settings; returning the installed manager.',
                               stacklevel=2)
-                return _installed
+                return installed
             raise ConflictingTransactionManagerError(
                 'A transaction manager for %s is already installed; call its '
                 'uninstall() before initZopeless() with other settings.'
-                % _installed.config.describe())
+                % installed.config.describe())
         ztm = IZopelessTransactionManager(config)
-        site = getGlobalSiteManager()
-        site.registerUtility(ztm, IZopelessTransactionManager)
-        _installed = ztm
+        getGlobalSiteManager().registerUtility(ztm,
+                                               IZopelessTransactionManager)
         return ztm
+
+
+def installedTransactionManager() -> Optional[Any]:
+    """The installed manager (the IZopelessTransactionManager utility), or
+    None."""
+    return queryUtility(IZopelessTransactionManager)
 
 
 def isZopeless() -> bool:
     """True while a Zopeless transaction manager is installed."""
-    return _installed is not None
-
-
-def _forget(ztm: Any) -> None:
-    """Called by ztm.uninstall(): unregister it."""
-    global _installed
-    with _lock:
-        site = getGlobalSiteManager()
-        site.unregisterUtility(ztm, IZopelessTransactionManager)
-        if _installed is ztm:
-            _installed = None
+    return installedTransactionManager() is not None

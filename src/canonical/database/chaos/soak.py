@@ -282,8 +282,8 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
     finally:
         if proxy is not None:
             proxy.close()
-        if canonical.lp._installed is not None:
-            canonical.lp._installed.uninstall()
+        if canonical.lp.isZopeless():
+            canonical.lp.installedTransactionManager().uninstall()
         library_log.removeHandler(tally)
         library_log.setLevel(saved_log[0])
         library_log.propagate = saved_log[1]
