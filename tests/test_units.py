@@ -190,6 +190,36 @@ class TestOrphanRecovery(unittest.TestCase):
         setup.closeConnections()
 
 
+class TestDeferredCommitPrepared(unittest.TestCase):
+
+    layer = LaunchpadLayer
+
+    def tearDown(self):
+        canonical.lp.installedTransactionManager().uninstall()
+        transaction.manager.explicit = False
+
+    def test_the_next_begin_finishes_it(self):
+        from canonical.launchpad.database import Person
+        setup = LaunchpadTestSetup()
+        conn = setup.connect()
+        gid = twophase.new_gid()  # of this live process: not an orphan
+        conn.tpc_begin(gid)
+        conn.cursor().execute('UPDATE person SET karma = 555 WHERE id = 5')
+        conn.tpc_prepare()
+        conn.reset()
+        ztm = initZopeless(implicitBegin=False)
+        ztm.begin()
+        db = ztm.connection()
+        ztm.abort()
+        db.defer_commit_prepared(gid)
+        ztm.begin()  # same, healthy connection: no reconnect needed
+        self.assertEqual(Person.get(5).karma, 555)
+        self.assertEqual(ztm.connection().execute(
+            'SELECT count(*) FROM pg_prepared_xacts').fetchone(), (0,))
+        ztm.abort()
+        setup.closeConnections()
+
+
 class TestLazyUpdate(unittest.TestCase):
 
     layer = LaunchpadLayer

@@ -147,9 +147,9 @@ class ReconnectingConnection:
                 raw.autocommit = autocommit
 
     def defer_commit_prepared(self, gid: str) -> None:
-        """Commit prepared transaction ``gid`` on the process's next new
-        connection: it was decided but could not be finished yet, and it
-        holds its locks until it is."""
+        """Commit prepared transaction ``gid`` at the process's next begin
+        or new connection: it was decided but could not be finished yet,
+        and it holds its locks until it is."""
         self._coordinator.unfinished.add(gid)
 
     def _finish_deferred(self, raw: Any) -> None:
@@ -200,6 +200,9 @@ class ReconnectingConnection:
             if raw.status != _READY:
                 # Left in a transaction by someone using raw directly.
                 self._rollback_quietly(raw)
+            if self._coordinator.unfinished:
+                # A decided two-phase commit holds its locks until done.
+                self._finish_deferred(raw)
             self._apply_isolation(raw)
             if self.autocommit or gid is None:
                 return raw

@@ -179,8 +179,8 @@ class IDatabaseConnection(Interface):
         is discarded."""
 
     def defer_commit_prepared(gid):
-        """Have the process's next new connection commit the prepared
-        transaction ``gid``, which could not be finished now."""
+        """Have the process's next begin() or new connection commit the
+        prepared transaction ``gid``, which could not be finished now."""
 
     def is_disconnect(error):
         """True when ``error`` means the connection is gone."""

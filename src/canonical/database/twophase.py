@@ -77,7 +77,8 @@ def commit_prepared(db: Any, gid: Optional[str]) -> None:
 
     When it cannot be finished now (the database stayed away longer than
     reconnect_timeout), the next new connection of this process finishes
-    it; were the process to die first, start-up recovery would.
+    it (or the next begin() of any thread); were the process to die
+    first, start-up recovery would.
     """
     if gid is None:
         return
@@ -89,7 +90,7 @@ def commit_prepared(db: Any, gid: Optional[str]) -> None:
         reason = e.__class__.__name__
     db.defer_commit_prepared(gid)
     log.critical('Prepared transaction %s could not be committed yet (%s); '
-                 'the next connection of this process will commit it.',
+                 'the next begin() of this process will commit it.',
                  gid, reason)
 
 
