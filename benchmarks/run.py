@@ -234,7 +234,7 @@ def _version(dist):
 
 
 def check_targets(results):
-    lines = ['Targets (issue 6):']
+    lines = ['Targets:']
 
     def ratio(system, workload, metric='throughput'):
         e = results.find(system, workload, metric)
