@@ -65,7 +65,23 @@ class ZopeSQLAlchemySystem(System):
         self.engine.dispose()
 
 
-class SAClient(Client):
+class RetryingClient(Client):
+    """The anchors' recipe for outages: abort and retry with a sleep
+    (SQLAlchemy also pre-pings at checkout; Storm reconnects on the use
+    after a DisconnectionError)."""
+
+    retry_errors: tuple = ()
+
+    def resilient_read(self, pid):
+        while True:
+            try:
+                return self.read_orm(pid)
+            except self.retry_errors:
+                transaction.abort()
+                time.sleep(RETRY_SLEEP)
+
+
+class SAClient(RetryingClient):
     def __init__(self, system):
         from sqlalchemy import text
         from sqlalchemy.exc import DBAPIError
@@ -98,15 +114,6 @@ class SAClient(Client):
         transaction.begin()
         self.Session().add(self.model(name=name, displayname='X', karma=0))
         transaction.commit()
-
-    def resilient_read(self, pid):
-        # The recipe: pre-ping at checkout, and a retry loop with a sleep.
-        while True:
-            try:
-                return self.read_orm(pid)
-            except self.retry_errors:
-                transaction.abort()
-                time.sleep(RETRY_SLEEP)
 
     def load_many(self, n):
         transaction.begin()
@@ -160,7 +167,7 @@ class StormSystem(System):
         return StormClient(self.uri)
 
 
-class StormClient(Client):
+class StormClient(RetryingClient):
     def __init__(self, uri):
         from storm.exceptions import DisconnectionError, OperationalError
         from storm.zope.zstorm import global_zstorm
@@ -202,16 +209,6 @@ class StormClient(Client):
         person.karma = 0
         self.store.add(person)
         transaction.commit()
-
-    def resilient_read(self, pid):
-        # Storm reconnects on the use after a DisconnectionError; the recipe
-        # aborts and retries with a sleep.
-        while True:
-            try:
-                return self.read_orm(pid)
-            except self.retry_errors:
-                transaction.abort()
-                time.sleep(RETRY_SLEEP)
 
     def load_many(self, n):
         transaction.begin()

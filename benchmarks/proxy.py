@@ -14,6 +14,14 @@ _PRE_STARTUP = {80877102, 80877103, 80877104}   # cancel, SSL, GSSENC
 _ROUND_TRIP_TYPES = (b'Q', b'S')
 
 
+def _shut_both(*socks):
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class CountingProxy:
     def __init__(self, upstream_host, upstream_port):
         self.upstream = (upstream_host, upstream_port)
@@ -77,11 +85,7 @@ class CountingProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut_both(src, dst)
 
     def _record(self, kind, body):
         with self._lock:
@@ -124,8 +128,4 @@ class CountingProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _shut_both(src, dst)

@@ -21,6 +21,7 @@ from typing import Any, Iterable, List, Optional
 import psycopg2
 
 from canonical.database.classify import server_message
+from canonical.database.processes import pid_alive
 
 __all__ = [
     'GID_PREFIX', 'new_gid', 'commit_prepared', 'rollback_prepared',
@@ -102,16 +103,6 @@ def rollback_prepared(db: Any, gid: Optional[str]) -> None:
         log.critical('Prepared transaction %s could not be rolled back.', gid)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def orphaned_gids(gids: Iterable[str]) -> List[str]:
     """The gids of this host whose process has died."""
     orphans = []
@@ -123,7 +114,7 @@ def orphaned_gids(gids: Iterable[str]) -> List[str]:
             pid = int(parts[2])
         except ValueError:
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             orphans.append(gid)
     return orphans
 

@@ -7,13 +7,13 @@ from typing import Optional, Union
 
 from .binaries import find_bindir
 from .interfaces import ClusterError, ExternalServerError
-from .layout import HOST
+from .layout import HOST, ServerAddress
 from .server import Cluster
 
 __all__ = ['ExternalServer', 'external_from_env', 'ensure_cluster']
 
 
-class ExternalServer:
+class ExternalServer(ServerAddress):
     """An existing PostgreSQL server named by PGHOST/PGPORT."""
 
     external = True
@@ -65,15 +65,6 @@ class ExternalServer:
             % (self.host, self.port))
 
     start = stop = restart = pg_ctl = kill = destroy = _unsupported
-
-    def dsn(self, dbname: str = 'postgres', user: Optional[str] = None) -> str:
-        return 'host=%s port=%s user=%s dbname=%s' % (
-            self.host, self.port, user or self.superuser, dbname)
-
-    def env_lines(self) -> list:
-        return ['export PGHOST=%s' % self.host,
-                'export PGPORT=%s' % self.port,
-                'export PGUSER=%s' % self.superuser]
 
     def status(self) -> dict:
         return dict(external=True, running=self.is_running(),

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Optional
 from .interfaces import ClusterError
 from .process import last_error
 
-__all__ = ['HOST', 'SUPERUSER', 'STATE_FILE', 'LOCK_FILE', 'default_base',
+__all__ = ['ServerAddress', 'HOST', 'SUPERUSER', 'STATE_FILE', 'LOCK_FILE', 'default_base',
            'port_free', 'pick_port', 'atomic_write', 'Layout']
 
 HOST = '127.0.0.1'
@@ -90,7 +90,24 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-class Layout:
+class ServerAddress:
+    """How clients reach a server with ``host``, ``port``, ``superuser``."""
+
+    host: str
+    port: int
+    superuser: str
+
+    def dsn(self, dbname: str = 'postgres', user: Optional[str] = None) -> str:
+        return 'host=%s port=%s user=%s dbname=%s' % (
+            self.host, self.port, user or self.superuser, dbname)
+
+    def env_lines(self) -> list:
+        return ['export PGHOST=%s' % self.host,
+                'export PGPORT=%s' % self.port,
+                'export PGUSER=%s' % self.superuser]
+
+
+class Layout(ServerAddress):
     """The files of a cluster under ``base`` and the user owning them."""
 
     def __init__(self, base: Optional[str] = None):

@@ -2,6 +2,8 @@
 
 import os
 
+from canonical.database.processes import pid_alive
+
 __all__ = ['clean_env', 'pid_alive', 'is_postgres', 'last_error']
 
 
@@ -12,25 +14,6 @@ def clean_env() -> dict:
     env['LC_ALL'] = 'C'
     env['LANG'] = 'C'
     return env
-
-
-def pid_alive(pid: int) -> bool:
-    """True when pid names a process that is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has released its resources, so it counts as dead.
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            state = f.read().rsplit(')', 1)[1].split()[0]
-        if state == 'Z':
-            return False
-    except (OSError, IndexError):
-        pass
-    return True
 
 
 def is_postgres(pid: int) -> bool:

@@ -349,15 +349,6 @@ class Cluster(Layout):
 
     # -- describing ---------------------------------------------------------
 
-    def dsn(self, dbname: str = 'postgres', user: Optional[str] = None) -> str:
-        return 'host=%s port=%s user=%s dbname=%s' % (
-            self.host, self.port, user or self.superuser, dbname)
-
-    def env_lines(self) -> list:
-        return ['export PGHOST=%s' % self.host,
-                'export PGPORT=%s' % self.port,
-                'export PGUSER=%s' % self.superuser]
-
     def status(self) -> dict:
         found = self._postmaster_pid() if self.is_initialised() else None
         return dict(
