@@ -284,3 +284,28 @@ class TestNoHerd(unittest.TestCase):
         # The first thread's attempt, and the prober's last one at the
         # deadline: not one per thread.
         self.assertLessEqual(coordinator.attempts, 2)
+
+
+class TestInsertRoundTrips(unittest.TestCase):
+
+    layer = LaunchpadLayer
+
+    def tearDown(self):
+        canonical.lp.installedTransactionManager().uninstall()
+        transaction.manager.explicit = False
+
+    def test_creating_a_row_is_one_statement(self):
+        from canonical.database.ftests.logcapture import LogCapture
+        from canonical.launchpad.database import Person
+        ztm = initZopeless(implicitBegin=False, debug=True)
+        ztm.begin()
+        log = LogCapture('canonical.database.sql')
+        self.addCleanup(log.uninstall)
+        person = Person(name='one-trip', displayname='One')
+        statements = log.lines()
+        # The database's own defaults came back with the INSERT.
+        self.assertIsNotNone(person.datecreated)
+        self.assertEqual(person.karma, 0)
+        ztm.abort()
+        self.assertEqual(len(statements), 1, statements)
+        self.assertIn('RETURNING', statements[0])

@@ -83,6 +83,27 @@ class ZopelessSQLObjectConnection(PostgresConnection):
                 raise
             raise self._db.lost_in_transaction(e) from e
 
+    def _queryInsertID(self, conn: Any, soInstance: Any, id: Any,
+                       names: list, values: list) -> Any:
+        # One round trip instead of SQLObject's two: the INSERT returns the
+        # new row (server defaults included), which SQLBase._init uses
+        # instead of reading it back with a SELECT.
+        meta = soInstance.sqlmeta
+        if id is not None:
+            names, values = [meta.idName] + names, [id] + values
+        if names:
+            query = self._insertSQL(meta.table, names, values)
+        else:
+            query = 'INSERT INTO %s DEFAULT VALUES' % meta.table
+        columns = [meta.idName] + [col.dbName for col in meta.columnList]
+        cursor = conn.cursor()
+        self._executeRetry(conn, cursor,
+                           query + ' RETURNING ' + ', '.join(columns))
+        row = cursor.fetchone()
+        cursor.close()
+        soInstance._zopeless_inserted = tuple(row[1:])
+        return row[0]
+
     def iterSelect(self, select: Any) -> Any:
         return self._runWithConnection(
             lambda raw: select.IterationClass(self, raw, select,
@@ -187,6 +208,13 @@ class SQLBase(SQLObject):
     @classmethod
     def delete(cls, id: Any, connection: Any = None) -> Any:
         return super().delete(id, _require(cls, connection))
+
+    def _init(self, id: Any, connection: Any = None,
+              selectResults: Any = None) -> None:
+        if selectResults is None:
+            # The row a just-made INSERT returned: no SELECT needed.
+            selectResults = self.__dict__.pop('_zopeless_inserted', None)
+        super()._init(id, connection, selectResults)
 
     def _create(self, id: Any, **kw: Any) -> Any:
         _require(type(self), kw.get('connection'))
