@@ -395,6 +395,26 @@ class TestCommitInFlight(FaultTestCase):
         self.assertEqual(self.karma(), 130)
 
 
+    def test_prepare_cut_in_flight_is_rolled_back(self):
+        from canonical.database.ftests.filedm import FileDataManager
+        import tempfile
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.ztm.begin()
+        Person.get(1).karma = 504
+        filedm = FileDataManager(path, 'x')
+        transaction.get().join(filedm)
+        # The server prepares; the answer never comes back.
+        self.proxy.cut_on(b'PREPARE TRANSACTION', mode='after')
+        self.assertRaises(DisconnectionError, self.ztm.commit)
+        self.ztm.abort()
+        self.assertFalse(os.path.exists(path))
+        self.assertIn('tpc_abort', filedm.calls)
+        cursor = self.admin()
+        cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
+        self.assertEqual(cursor.fetchone()[0], 0)
+        self.assertEqual(self.karma(), 130)
+
+
 class TestCommitInFlightResolved(TestCommitInFlight):
 
     options = {'resolve_commit_outcome': True}

@@ -211,7 +211,7 @@ class TestDeferredCommitPrepared(unittest.TestCase):
         ztm.begin()
         db = ztm.connection()
         ztm.abort()
-        db.defer_commit_prepared(gid)
+        db.defer_prepared(gid, commit=True)
         ztm.begin()  # same, healthy connection: no reconnect needed
         self.assertEqual(Person.get(5).karma, 555)
         self.assertEqual(ztm.connection().execute(

@@ -146,27 +146,31 @@ class ReconnectingConnection:
             if not raw.closed:
                 raw.autocommit = autocommit
 
-    def defer_commit_prepared(self, gid: str) -> None:
-        """Commit prepared transaction ``gid`` at the process's next begin
-        or new connection: it was decided but could not be finished yet,
-        and it holds its locks until it is."""
-        self._coordinator.unfinished.add(gid)
+    def defer_prepared(self, gid: str, commit: bool) -> None:
+        """Commit (or roll back) prepared transaction ``gid`` at the
+        process's next begin or new connection: it could not be finished
+        yet, and it holds its locks until it is."""
+        self._coordinator.unfinished[gid] = commit
 
     def _finish_deferred(self, raw: Any) -> None:
         autocommit = raw.autocommit
         raw.autocommit = True
         try:
-            for gid in list(self._coordinator.unfinished):
+            for gid, commit in list(self._coordinator.unfinished.items()):
                 try:
-                    raw.tpc_commit(gid)
+                    if commit:
+                        raw.tpc_commit(gid)
+                    else:
+                        raw.tpc_rollback(gid)
                 except psycopg2.errors.UndefinedObject:
-                    pass  # committed already, by us or by recovery
+                    pass  # finished already, by us or by recovery
                 except psycopg2.Error as e:
                     log.error('Prepared transaction %s is still not '
-                              'committed: %s', gid, server_message(e))
+                              'finished: %s', gid, server_message(e))
                     continue
-                self._coordinator.unfinished.discard(gid)
-                log.info('Committed prepared transaction %s.', gid)
+                self._coordinator.unfinished.pop(gid, None)
+                log.info('%s prepared transaction %s.',
+                         'Committed' if commit else 'Rolled back', gid)
         finally:
             if not raw.closed:
                 raw.autocommit = autocommit

@@ -63,6 +63,7 @@ class ZopelessDataManager:
         self._prepared = False
         self._prepare_uncertain = False
         self._finishing = False
+        self._backend: Optional[int] = None
         self._savepoints = 0
 
     def start(self, txn: Any, gid: Optional[str]) -> None:
@@ -86,6 +87,12 @@ class ZopelessDataManager:
     # -- IDataManager ------------------------------------------------------
 
     def abort(self, txn: Any) -> None:
+        if self._prepared or self._prepare_uncertain:
+            # `transaction` calls abort() before tpc_abort() on a resource
+            # whose vote failed: the (maybe) prepared gid must be settled
+            # now, before the state that names it is reset.
+            self.tpc_abort(txn)
+            return
         try:
             self._rollback()
         finally:
@@ -111,6 +118,9 @@ class ZopelessDataManager:
         if _is_alone(txn):
             self._commit_one_phase(raw)
             return
+        # Known to libpq, no round trip: if the answer to PREPARE or COMMIT
+        # PREPARED is lost, this backend may still be working on it.
+        self._backend = raw.info.backend_pid
         try:
             raw.tpc_prepare()
         except psycopg2.Error as e:
@@ -132,7 +142,7 @@ class ZopelessDataManager:
                 except psycopg2.Error as e:
                     self.db.discard(server_message(e))
                     # Never fail here: retry on a new connection until done.
-                    commit_prepared(self.db, self.gid)
+                    commit_prepared(self.db, self.gid, self._backend)
         finally:
             self._end()
 
@@ -140,8 +150,14 @@ class ZopelessDataManager:
         try:
             if self._finishing:
                 return  # may have committed: recovery, not rollback
-            if self._prepared or self._prepare_uncertain:
-                rollback_prepared(self.db, self.gid)
+            if self._prepare_uncertain:
+                rollback_prepared(self.db, self.gid, self._backend)
+            elif self._prepared:
+                try:
+                    self.db.raw.tpc_rollback()
+                except psycopg2.Error as e:
+                    self.db.discard(server_message(e))
+                    rollback_prepared(self.db, self.gid, self._backend)
             else:
                 self._rollback()
         finally:

@@ -178,9 +178,10 @@ class IDatabaseConnection(Interface):
         """Roll back the transaction in progress; a connection that cannot
         is discarded."""
 
-    def defer_commit_prepared(gid):
-        """Have the process's next begin() or new connection commit the
-        prepared transaction ``gid``, which could not be finished now."""
+    def defer_prepared(gid, commit):
+        """Have the process's next begin() or new connection commit (or,
+        with commit false, roll back) prepared transaction ``gid``, which
+        could not be finished now."""
 
     def is_disconnect(error):
         """True when ``error`` means the connection is gone."""

@@ -71,10 +71,10 @@ class ReconnectCoordinator:
         self._ever_connected = False
         self._in_flight = 0         # direct attempts not yet answered
         self._last_success = -1e9   # monotonic time of the last connect
-        self.recovered = False
-        # Gids decided (all voted yes) whose COMMIT PREPARED has not gone
-        # through yet: the next new connection finishes them.
-        self.unfinished: set = set()  # orphaned prepared transactions handled
+        self.recovered = False  # orphaned prepared transactions handled
+        # Prepared transactions that could not be finished yet, gid ->
+        # commit (True) or roll back: the next begin or connection does.
+        self.unfinished: Dict[str, bool] = {}
         # Figures for tests, benchmarks and the chaos audit.
         self.attempts = 0
         self.outage_attempts = 0

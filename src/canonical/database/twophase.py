@@ -45,7 +45,39 @@ def new_gid() -> str:
 _START = int(time.time() * 1000)
 
 
-def _finish(db: Any, gid: str, commit: bool) -> bool:
+_BACKEND_GRACE = 1.0  # seconds an old backend may take to finish
+
+
+def _wait_for_backend_exit(raw: Any, pid: Optional[int]) -> None:
+    """Wait until the backend of the connection that died is gone.
+
+    A statement whose answer was lost may still be running there: until
+    that backend exits, a PREPARE may not show in pg_prepared_xacts yet and
+    a COMMIT PREPARED may still be under way.  After a grace period the
+    backend is terminated, which settles its statement one way or the
+    other.
+    """
+    if pid is None:
+        return
+    cursor = raw.cursor()
+    deadline = time.monotonic() + _BACKEND_GRACE
+    terminated = False
+    while True:
+        cursor.execute('SELECT 1 FROM pg_stat_activity WHERE pid = %s',
+                       (pid,))
+        alive = cursor.fetchone() is not None
+        raw.rollback()
+        if not alive:
+            return
+        if not terminated and time.monotonic() > deadline:
+            cursor.execute('SELECT pg_terminate_backend(%s)', (pid,))
+            raw.rollback()
+            terminated = True
+        time.sleep(0.01)
+
+
+def _finish(db: Any, gid: str, commit: bool,
+            old_backend: Optional[int] = None) -> bool:
     """COMMIT/ROLLBACK PREPARED ``gid`` on a fresh connection, reconnecting
     as long as db.ensure_connected() lets us.  True when done (or nothing
     was left to do)."""
@@ -55,6 +87,8 @@ def _finish(db: Any, gid: str, commit: bool) -> bool:
         try:
             if raw.status != psycopg2.extensions.STATUS_READY:
                 raw.rollback()
+            if old_backend != raw.info.backend_pid:
+                _wait_for_backend_exit(raw, old_backend)
             cursor = raw.cursor()
             cursor.execute('SELECT 1 FROM pg_prepared_xacts WHERE gid = %s',
                            (gid,))
@@ -73,34 +107,40 @@ def _finish(db: Any, gid: str, commit: bool) -> bool:
             return False
 
 
-def commit_prepared(db: Any, gid: Optional[str]) -> None:
-    """Finish a prepared transaction; never raises (tpc_finish must not).
-
-    When it cannot be finished now (the database stayed away longer than
-    reconnect_timeout), the next new connection of this process finishes
-    it (or the next begin() of any thread); were the process to die
-    first, start-up recovery would.
-    """
+def _settle(db: Any, gid: Optional[str], commit: bool,
+            old_backend: Optional[int]) -> None:
     if gid is None:
         return
     try:
-        if _finish(db, gid, commit=True):
+        if _finish(db, gid, commit, old_backend):
             return
         reason = 'the server refused'
     except Exception as e:  # noqa: BLE001 - deferred, never lost
         reason = e.__class__.__name__
-    db.defer_commit_prepared(gid)
-    log.critical('Prepared transaction %s could not be committed yet (%s); '
-                 'the next begin() of this process will commit it.',
-                 gid, reason)
+    db.defer_prepared(gid, commit)
+    log.critical('Prepared transaction %s could not be %s yet (%s); the '
+                 'next begin() of this process will.', gid,
+                 'committed' if commit else 'rolled back', reason)
 
 
-def rollback_prepared(db: Any, gid: Optional[str]) -> None:
-    """Roll back a transaction that was (maybe) prepared but not decided."""
-    if gid is None:
-        return
-    if not _finish(db, gid, commit=False):
-        log.critical('Prepared transaction %s could not be rolled back.', gid)
+def commit_prepared(db: Any, gid: Optional[str],
+                    old_backend: Optional[int] = None) -> None:
+    """Finish a decided transaction; never raises (tpc_finish must not).
+
+    ``old_backend`` is the backend pid of the connection that died under
+    the first COMMIT PREPARED.  When it cannot be finished now (the
+    database stayed away longer than reconnect_timeout, or the gid is
+    busy), the next begin() or new connection of this process finishes it;
+    were the process to die first, start-up recovery would.
+    """
+    _settle(db, gid, True, old_backend)
+
+
+def rollback_prepared(db: Any, gid: Optional[str],
+                      old_backend: Optional[int] = None) -> None:
+    """Roll back a transaction that was (maybe) prepared but not decided;
+    deferred like commit_prepared when it cannot be done now."""
+    _settle(db, gid, False, old_backend)
 
 
 def orphaned_gids(gids: Iterable[str]) -> List[str]:

@@ -216,12 +216,30 @@ class LaunchpadTestSetup:
             'SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
             'WHERE datname = %s AND pid <> pg_backend_pid()', (dbname,))
 
+    def _rollbackPrepared(self, cur, dbname):
+        """Prepared transactions a test left would keep the database from
+        being dropped; they can only be ended from inside it."""
+        cur.execute('SELECT gid FROM pg_prepared_xacts WHERE database = %s',
+                    (dbname,))
+        gids = [row[0] for row in cur.fetchall()]
+        if not gids:
+            return
+        conn = self.connect(dbname=dbname, user=self.superuser,
+                            autocommit=True)
+        try:
+            for gid in gids:
+                conn.tpc_rollback(gid)
+        finally:
+            conn.close()
+            self._connections.remove(conn)
+
     def _dropDatabase(self, cur, dbname):
         cur.execute('SELECT 1 FROM pg_database WHERE datname = %s',
                     (dbname,))
         if cur.fetchone() is None:
             return
         self._terminateBackends(cur, dbname)
+        self._rollbackPrepared(cur, dbname)
         if cur.connection.server_version >= 130000:
             cur.execute(sql.SQL('DROP DATABASE IF EXISTS {} WITH (FORCE)')
                         .format(sql.Identifier(dbname)))
