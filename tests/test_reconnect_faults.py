@@ -429,8 +429,15 @@ class TestCommitInFlightResolved(TestCommitInFlight):
     def test_outcome_unknown_when_commit_never_arrived(self):
         self.ztm.begin()
         Person.get(1).karma = 501
+        # Decided at PREPARE: the lost COMMIT PREPARED is sent again.
         self.proxy.cut_on(b'COMMIT', mode='before')
-        # Resolved: it did not commit, a definite and retryable failure.
+        self.ztm.commit()
+        self.assertEqual(self.karma(), 501)
+
+    def test_a_lost_prepare_is_a_definite_failure(self):
+        self.ztm.begin()
+        Person.get(1).karma = 505
+        self.proxy.cut_on(b'PREPARE TRANSACTION', mode='before')
         self.assertRaises(DisconnectionError, self.ztm.commit)
         self.ztm.abort()
         self.assertEqual(self.karma(), 130)

@@ -6,8 +6,12 @@ manager looks at who else joined:
 
 * alone, it commits in tpc_vote (one phase: a plain COMMIT, no extra round
   trip), so tpc_finish has nothing left that could fail;
-* with other data managers, it votes with PREPARE TRANSACTION and finishes
-  with COMMIT PREPARED, retried over reconnections until it is done.
+* with other data managers, or with resolve_commit_outcome set, it votes
+  with PREPARE TRANSACTION and finishes with COMMIT PREPARED, retried over
+  reconnections until it is done.  A lost answer is then settled exactly by
+  looking the gid up in pg_prepared_xacts, which no crash can confuse: a
+  gid is never reused, where a transaction id not yet on disk can be after
+  a crash.
 
 Whether the transaction wrote through SQLObject or through raw SQL makes no
 difference: the database transaction is always committed.
@@ -16,7 +20,6 @@ difference: the database transaction is always committed.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Optional
 
 import psycopg2
@@ -39,9 +42,6 @@ from canonical.database.twophase import rollback_prepared
 __all__ = ['ZopelessDataManager']
 
 log = logging.getLogger('canonical.database.datamanager')
-
-_OUTCOME_POLL_SECONDS = 10.0
-
 
 def _is_alone(txn: Any) -> bool:
     # `transaction` keeps no public list of joined resources; a transaction
@@ -115,9 +115,12 @@ class ZopelessDataManager:
         if self.gid is None:
             return  # autocommit: everything is already committed
         raw = self._live_raw_or_raise()
-        if _is_alone(txn):
+        if _is_alone(txn) and not self.db.config.resolve_commit_outcome:
             self._commit_one_phase(raw)
             return
+        # With others, or when every outcome must be known: PREPARE, so a
+        # lost answer is settled by looking the gid up, which (unlike a
+        # transaction id after a crash) is never reused.
         # Known to libpq, no round trip: if the answer to PREPARE or COMMIT
         # PREPARED is lost, this backend may still be working on it.
         self._backend = raw.info.backend_pid
@@ -214,60 +217,17 @@ class ZopelessDataManager:
             self.db.discard(server_message(e))
 
     def _commit_one_phase(self, raw: Any) -> None:
-        txid = None
-        resolve = self.db.config.resolve_commit_outcome
-        try:
-            if resolve:
-                cursor = raw.cursor()
-                cursor.execute('SELECT txid_current_if_assigned()')
-                txid = cursor.fetchone()[0]
-        except psycopg2.Error as e:
-            if is_disconnect(e, raw):
-                self.db.discard(server_message(e))
-                raise self.db.lost_in_transaction(e) from e
-            raise translate_error(e) from e
         try:
             raw.tpc_commit()
         except psycopg2.Error as e:
             if not is_disconnect(e, raw):
                 raise translate_error(e) from e
             self.db.discard(server_message(e))
-            if resolve:
-                self._resolve_outcome(txid, e)
-                return
             raise CommitOutcomeUnknownError(
                 '%s\n(The connection to %s died while COMMIT was in flight: '
                 'the transaction may or may not have committed.  Check '
                 'before running it again, or set resolve_commit_outcome.)'
                 % (server_message(e), self.db.config.describe())) from e
-
-    def _resolve_outcome(self, txid: Optional[int], error: BaseException):
-        """Return if the cut-off transaction committed; raise otherwise."""
-        if txid is None:
-            return  # it wrote nothing: committing or not is the same
-        deadline = time.monotonic() + _OUTCOME_POLL_SECONDS
-        while True:
-            raw = self.db.ensure_connected()
-            try:
-                cursor = raw.cursor()
-                cursor.execute('SELECT txid_status(%s)', (txid,))
-                status = cursor.fetchone()[0]
-                raw.rollback()
-            except psycopg2.Error as e:
-                self.db.discard(server_message(e))
-                continue
-            if status == 'committed':
-                log.info('Transaction %s committed although the connection '
-                         'died during COMMIT.', txid)
-                return
-            if status == 'aborted':
-                raise self.db.lost_in_transaction(error) from error
-            if status == 'in progress' and time.monotonic() < deadline:
-                time.sleep(0.01)
-                continue
-            raise CommitOutcomeUnknownError(
-                'The outcome of transaction %s could not be established '
-                '(status %r).' % (txid, status)) from error
 
 
 class ZopelessSavepoint:

@@ -112,9 +112,11 @@ class IDatabaseConfig(Interface):
     reconnect_max_delay = Attribute(
         "Cap of the exponential backoff between attempts, in seconds.")
     resolve_commit_outcome = Attribute(
-        "When true, a COMMIT cut off by a disconnection is resolved after "
-        "reconnecting instead of raising CommitOutcomeUnknownError; it costs "
-        "one round trip per transaction.")
+        "When true, every transaction commits in two phases (PREPARE, then "
+        "COMMIT PREPARED), so a COMMIT cut off by a disconnection is settled "
+        "exactly after reconnecting instead of raising "
+        "CommitOutcomeUnknownError; it costs one round trip per "
+        "transaction.")
 
     def connect_kwargs():
         """The keyword arguments for psycopg2.connect(), password included.

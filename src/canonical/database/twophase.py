@@ -94,9 +94,14 @@ def _finish(db: Any, gid: str, commit: bool,
                            (gid,))
             present = cursor.fetchone() is not None
             raw.rollback()
-            if not present:
-                return True
-            getattr(raw, 'tpc_' + verb)(gid)
+            if present:
+                getattr(raw, 'tpc_' + verb)(gid)
+            if present:
+                outcome = 'committed' if commit else 'rolled back'
+            else:
+                outcome = 'committed already' if commit else 'not prepared'
+            log.info('Settled transaction %s after its answer was lost: %s.',
+                     gid, outcome)
             return True
         except psycopg2.Error as e:
             if raw.closed:

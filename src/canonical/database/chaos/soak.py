@@ -44,7 +44,7 @@ class _LogTally(logging.Handler):
     # Messages worth a figure of their own.
     NOTABLE = {
         'too many clients': 'too_many_clients',
-        'committed although the connection died': 'commits_resolved',
+        'after its answer was lost': 'commits_resolved',
         'Committed prepared transaction': 'orphans_recovered',
         'left for start-up recovery': 'prepared_left_for_recovery',
     }
