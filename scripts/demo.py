@@ -9,7 +9,6 @@ done exactly once, which the summary checks against the database.
 """
 
 import logging
-import os
 import sys
 import tempfile
 import threading

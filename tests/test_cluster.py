@@ -21,6 +21,7 @@ import unittest
 import psycopg2
 
 from canonical.database import cluster as cluster_mod
+from canonical.database.processes import pid_alive
 from canonical.database.cluster import (
     Cluster, ExternalServer, ExternalServerError,
     ensure_cluster)
@@ -54,7 +55,7 @@ def process_uid(pid):
 def wait_gone(pid, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not cluster_mod._pid_alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.02)
     raise AssertionError('process %d still alive' % pid)

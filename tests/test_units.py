@@ -256,7 +256,6 @@ class TestNoHerd(unittest.TestCase):
 
     def test_threads_arriving_together_make_one_attempt(self):
         import threading
-        import time
         from canonical.database.ftests.proxy import free_port
         from canonical.database.interfaces import DatabaseUnavailableError
         # Nothing listens on the port; a slow backoff keeps the prober to

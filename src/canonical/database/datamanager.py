@@ -23,7 +23,6 @@ import logging
 from typing import Any, Optional
 
 import psycopg2
-from sqlobject import dberrors
 from transaction.interfaces import ISavepointDataManager
 from transaction.interfaces import TransientError
 from zope.interface import implementer
@@ -42,6 +41,7 @@ from canonical.database.twophase import rollback_prepared
 __all__ = ['ZopelessDataManager']
 
 log = logging.getLogger('canonical.database.datamanager')
+
 
 def _is_alone(txn: Any) -> bool:
     # `transaction` keeps no public list of joined resources; a transaction
@@ -120,9 +120,9 @@ class ZopelessDataManager:
             return
         # With others, or when every outcome must be known: PREPARE, so a
         # lost answer is settled by looking the gid up, which (unlike a
-        # transaction id after a crash) is never reused.
-        # Known to libpq, no round trip: if the answer to PREPARE or COMMIT
-        # PREPARED is lost, this backend may still be working on it.
+        # transaction id after a crash) is never reused.  The backend pid is
+        # known to libpq (no round trip): if an answer is lost, that backend
+        # may still be working on the statement.
         self._backend = raw.info.backend_pid
         try:
             raw.tpc_prepare()

@@ -42,11 +42,6 @@ from .interfaces import BinariesNotFound, ClusterError, ExternalServerError
 from .layout import default_base
 from .server import Cluster
 
-# Not public, but imported by name from here by existing callers:
-# canonical.database.ftests uses HOST and tests/test_cluster.py _pid_alive.
-from .layout import HOST
-from .process import pid_alive as _pid_alive
-
 __all__ = [
     'ClusterError', 'BinariesNotFound', 'ExternalServerError',
     'Cluster', 'ExternalServer', 'ensure_cluster', 'find_bindir',

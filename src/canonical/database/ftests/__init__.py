@@ -7,7 +7,8 @@ cluster of ``canonical.database.cluster`` (started if needed).
 
 import os
 
-from canonical.database.cluster import HOST, ensure_cluster
+from canonical.database.cluster import ensure_cluster
+from canonical.database.cluster.layout import HOST
 
 __all__ = ['getDBHost', 'getDBPort']
 
