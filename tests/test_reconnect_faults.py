@@ -395,6 +395,47 @@ class TestCommitInFlight(FaultTestCase):
         self.assertEqual(self.karma(), 130)
 
 
+    def test_threads_whose_connections_died_make_one_probe(self):
+        # A slow backoff, so that every extra attempt would show.
+        self.ztm.uninstall()
+        self.ztm = self.install(port=self.proxy.port,
+                                reconnect_initial_delay=0.4,
+                                reconnect_max_delay=0.4)
+        coordinator = coordinator_for(self.ztm.config)
+        connected = threading.Barrier(21)
+        go = threading.Event()
+        results = []
+
+        def work():
+            self.ztm.begin()  # a live connection of its own
+            self.ztm.commit()
+            connected.wait()
+            go.wait()
+            try:
+                self.ztm.begin()
+                results.append(Person.get(1).name)
+                self.ztm.commit()
+            except Exception as e:
+                results.append(e)
+        threads = [threading.Thread(target=work) for i in range(20)]
+        for thread in threads:
+            thread.start()
+        connected.wait()
+        # The link dies just after they all connected, the database
+        # having answered a moment ago.
+        self.proxy.refusing = True
+        self.proxy.cut_all()
+        before = coordinator.attempts
+        go.set()
+        time.sleep(1.0)
+        # Each thread finds its connection dead; one attempt finds the
+        # database gone, then one prober tries every 0.2-0.4 s for all.
+        self.assertLessEqual(coordinator.attempts - before, 1 + 5)
+        self.proxy.refusing = False
+        for thread in threads:
+            thread.join(10)
+        self.assertEqual(results, ['sabdfl'] * 20)
+
     def test_prepare_cut_in_flight_is_rolled_back(self):
         from canonical.database.ftests.filedm import FileDataManager
         import tempfile

@@ -257,6 +257,7 @@ class ReconnectingConnection:
         self._poller = None
         if raw is None:
             return
+        self._coordinator.note_loss()
         log.warning('Lost the connection to %s: %s.',
                     self.config.describe(), reason)
         try:

@@ -71,6 +71,7 @@ class ReconnectCoordinator:
         self._ever_connected = False
         self._in_flight = 0         # direct attempts not yet answered
         self._last_success = -1e9   # monotonic time of the last connect
+        self._last_loss = -1e9      # ... and of the last connection lost
         self.recovered = False  # orphaned prepared transactions handled
         # Prepared transactions that could not be finished yet, gid ->
         # commit (True) or roll back: the next begin or connection does.
@@ -87,6 +88,17 @@ class ReconnectCoordinator:
     @property
     def in_outage(self) -> bool:
         return self._in_outage
+
+    def note_loss(self) -> None:
+        """A connection of this database was found dead: until the next
+        success, threads connect one at a time."""
+        self._last_loss = time.monotonic()
+
+    def _trusted(self) -> bool:
+        # Threads may connect side by side only while the database answered
+        # lately and no connection has been lost since.
+        return (self._last_success > self._last_loss and
+                time.monotonic() - self._last_success <= _TRUST_SECONDS)
 
     def _attempt(self) -> Any:
         self.attempts += 1
@@ -113,7 +125,7 @@ class ReconnectCoordinator:
             # verdict instead of all trying (and all hanging on a black
             # hole).  Once it answered, threads connect side by side.
             while (not self._in_outage and self._in_flight and
-                   time.monotonic() - self._last_success > _TRUST_SECONDS):
+                   not self._trusted()):
                 if not self._cond.wait(_remaining(deadline)):
                     self._raise_unavailable()
             direct = not self._in_outage

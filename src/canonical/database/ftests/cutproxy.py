@@ -90,6 +90,17 @@ class CuttingProxy:
                 pass
             sock.close()
 
+    def cut_all(self) -> None:
+        """Drop every open link at once, as a dying server would."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
     def close(self) -> None:
         self._closed = True
         try:
