@@ -36,6 +36,8 @@ class ShortSoakTest(unittest.TestCase):
                           json_path=json_path)
         summary = table(report)
         self.assertTrue(report['passed'], summary)
+        # The workers logged in with a password that never showed.
+        self.assertEqual(report['password_leaks'], 0)
         units = report['units']
         self.assertGreater(units['committed'], 100, summary)
         self.assertEqual(units['lost'], 0, summary)

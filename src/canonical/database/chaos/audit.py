@@ -166,6 +166,9 @@ def failures(report: Dict[str, Any]) -> List[str]:
                 'fault_injector_crashed'):
         if anomalies.get(key):
             why.append('%s: %s' % (key, anomalies[key]))
+    if report.get('password_leaks'):
+        why.append('the password showed %d time(s) in logs or errors'
+                   % report['password_leaks'])
     durability = report.get('durability')
     if durability is not None and not durability.get('passed'):
         why.append('durability: %s' % '; '.join(durability.get(

@@ -102,6 +102,7 @@ def table(report: Dict[str, Any]) -> str:
          else 'BROKEN'),
         ('leaked backends', leaks.get('leaked_backends')),
         ('prepared xacts left', leaks.get('prepared')),
+        ('password shown', report.get('password_leaks')),
         ('longest outage', _s(report.get('longest_outage'))),
         ('longest commit gap', _s(report.get('longest_commit_gap'))),
         ('p95 recovery', '%s (unit: first error to commit; p50 %s, max %s)'

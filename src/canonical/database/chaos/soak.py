@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -29,6 +30,8 @@ from canonical.database.chaos.report import figures, write_json
 from canonical.database.chaos.workload import JournalBook, Worker
 from canonical.database.cluster import Cluster, default_base
 from canonical.database.reconnect import coordinator_for
+from canonical.database.cluster.conf import PASSWORD_ROLE
+from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
 from canonical.lp import initZopeless
 
 __all__ = ['run_soak', 'DBNAME', 'MAX_CONNECTIONS']
@@ -50,15 +53,24 @@ class _LogTally(logging.Handler):
     }
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.counts: Dict[str, int] = {}
         self.notable: Dict[str, int] = {}
         self.serious: List[str] = []
+        self.password_leaks = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        # The workers log in with a password: it must never show, in a
+        # message or in the traceback of an exception logged with it.
+        text = message + (self.formatException(record.exc_info)
+                          if record.exc_info else '')
+        if PASSWORD_ROLE_PASSWORD in text:
+            self.password_leaks += 1
+        if record.levelno < logging.INFO:
+            return
         self.counts[record.levelname] = self.counts.get(
             record.levelname, 0) + 1
-        message = record.getMessage()
         for text, name in self.NOTABLE.items():
             if text in message:
                 self.notable[name] = self.notable.get(name, 0) + 1
@@ -153,7 +165,7 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
     library_log = logging.getLogger('canonical.database')
     saved_log = (library_log.level, library_log.propagate)
     library_log.addHandler(tally)
-    library_log.setLevel(logging.INFO)
+    library_log.setLevel(logging.DEBUG)
     library_log.propagate = False
     report: Dict[str, Any] = {
         'seed': seed, 'workers': workers, 'duration': duration,
@@ -177,6 +189,11 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             cur.execute('INSERT INTO chaos_account (id, balance, opening) '
                         'SELECT g, %s, %s FROM generate_series(1, %s) g',
                         (OPENING_BALANCE, OPENING_BALANCE, accounts))
+            # The workers use the password-protected role.
+            cur.execute('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES '
+                        'IN SCHEMA public TO %s; GRANT USAGE ON ALL '
+                        'SEQUENCES IN SCHEMA public TO %s'
+                        % (PASSWORD_ROLE, PASSWORD_ROLE))
             conn.commit()
         finally:
             conn.close()
@@ -186,7 +203,9 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         proxy = ChaosProxy('127.0.0.1', cluster.port).start()
         ztm = initZopeless(dbname=DBNAME,
                            dbhost='127.0.0.1 port=%d' % proxy.port,
-                           dbuser='launchpad', implicitBegin=False,
+                           dbuser=PASSWORD_ROLE,
+                           password=PASSWORD_ROLE_PASSWORD,
+                           implicitBegin=False,
                            reconnect_timeout=reconnect_timeout,
                            resolve_commit_outcome=resolve)
         coordinator = coordinator_for(ztm.config)
@@ -287,6 +306,8 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         library_log.removeHandler(tally)
         library_log.setLevel(saved_log[0])
         library_log.propagate = saved_log[1]
+        report['password_leaks'] = tally.password_leaks + (
+            PASSWORD_ROLE_PASSWORD in json.dumps(report, default=str))
         report['failures'] = audit.failures(report)
         if 'error' in report:
             report['failures'].append('the soak itself failed')
