@@ -1,6 +1,7 @@
 """Benchmarks of the Zopeless transaction manager against raw psycopg2,
 SQLObject alone, the 2005 reconnect strategy, zope.sqlalchemy and Storm.
 
-Run ``bin/python -m benchmarks`` (or ``bin/python benchmarks/__main__.py``),
-with ``--quick`` for a short run; see run.py for the options.
+Run ``bin/bench`` (or ``bin/python -m benchmarks -- --quick``: the
+interpreter script reads options before the module's), with ``--quick``
+for a short run; see run.py for the options.
 """

@@ -23,7 +23,7 @@ FLOOR = {'read-sql': 'raw-psycopg2', 'write-sql': 'raw-psycopg2',
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog='python -m benchmarks',
+        prog='bin/bench',
         description='Throughput, round trips, recovery, herd and memory of '
                     'the library against raw psycopg2, SQLObject alone, the '
                     '2005 strategy, zope.sqlalchemy and Storm.')

@@ -1,7 +1,7 @@
 """The short chaos soak (about 20 s of faults, then the crash case).
 
 It runs on a throwaway cluster of its own, never on the shared one.  The
-long soak is ``bin/python -m canonical.database.chaos -- --duration 300``.
+long soak is ``bin/chaos --duration 300``.
 """
 
 import json

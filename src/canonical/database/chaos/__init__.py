@@ -12,7 +12,7 @@ crash-durability case follows (``pg_ctl stop -m immediate`` with fsync on).
 
 Run it::
 
-    bin/python -m canonical.database.chaos --duration 60 --workers 8 --seed 1
+    bin/chaos --duration 60 --workers 8 --seed 1
 
 It prints a short table, writes a JSON report and exits non-zero when the
 audit fails.  See ``run_soak`` in ``canonical.database.chaos.soak``.

@@ -13,7 +13,7 @@ from canonical.database.cluster import default_base
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m canonical.database.chaos',
+        prog='bin/chaos',
         description='Chaos soak of the Zopeless library with an exact '
                     'audit.')
     parser.add_argument('--duration', type=float, default=60.0,
