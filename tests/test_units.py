@@ -220,6 +220,29 @@ class TestDeferredCommitPrepared(unittest.TestCase):
         setup.closeConnections()
 
 
+    def test_uninstall_finishes_it_too(self):
+        setup = LaunchpadTestSetup()
+        conn = setup.connect()
+        gid = twophase.new_gid()
+        conn.tpc_begin(gid)
+        conn.cursor().execute('UPDATE person SET karma = 556 WHERE id = 5')
+        conn.tpc_prepare()
+        conn.reset()
+        ztm = initZopeless(implicitBegin=False)
+        ztm.begin()
+        db = ztm.connection()
+        ztm.abort()
+        db.defer_prepared(gid, commit=False)
+        ztm.uninstall()
+        cursor = setup.connect().cursor()
+        cursor.execute('SELECT karma FROM person WHERE id = 5')
+        self.assertNotEqual(cursor.fetchone()[0], 556)  # rolled back
+        cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
+        self.assertEqual(cursor.fetchone()[0], 0)
+        setup.closeConnections()
+        initZopeless(implicitBegin=False)  # for tearDown
+
+
 class TestLazyUpdate(unittest.TestCase):
 
     layer = LaunchpadLayer

@@ -122,8 +122,6 @@ class ReconnectingConnection:
         self._apply_isolation(raw)
         if not self._coordinator.recovered:
             self._recover_orphans(raw)
-        if self._coordinator.unfinished:
-            self._finish_deferred(raw)
         if lost:
             self.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
@@ -148,9 +146,17 @@ class ReconnectingConnection:
 
     def defer_prepared(self, gid: str, commit: bool) -> None:
         """Commit (or roll back) prepared transaction ``gid`` at the
-        process's next begin or new connection: it could not be finished
-        yet, and it holds its locks until it is."""
+        process's next begin(): it could not be finished yet, and it holds
+        its locks until it is."""
         self._coordinator.unfinished[gid] = commit
+
+    def finish_deferred_now(self) -> dict:
+        """Finish deferred prepared transactions on the live connection, if
+        there is one, without waiting; return those still unfinished."""
+        if self._coordinator.unfinished and self.death_reason() is None:
+            self._rollback_quietly(self.raw)
+            self._finish_deferred(self.raw)
+        return dict(self._coordinator.unfinished)
 
     def _finish_deferred(self, raw: Any) -> None:
         autocommit = raw.autocommit

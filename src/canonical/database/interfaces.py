@@ -181,9 +181,14 @@ class IDatabaseConnection(Interface):
         is discarded."""
 
     def defer_prepared(gid, commit):
-        """Have the process's next begin() or new connection commit (or,
-        with commit false, roll back) prepared transaction ``gid``, which
-        could not be finished now."""
+        """Have the process's next begin() commit (or, with commit false,
+        roll back) prepared transaction ``gid``, which could not be
+        finished now."""
+
+    def finish_deferred_now():
+        """Finish deferred prepared transactions on the live connection
+        without waiting; return the gids still unfinished (gid -> commit).
+        """
 
     def is_disconnect(error):
         """True when ``error`` means the connection is gone."""

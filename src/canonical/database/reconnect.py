@@ -74,7 +74,7 @@ class ReconnectCoordinator:
         self._last_loss = -1e9      # ... and of the last connection lost
         self.recovered = False  # orphaned prepared transactions handled
         # Prepared transactions that could not be finished yet, gid ->
-        # commit (True) or roll back: the next begin or connection does.
+        # commit (True) or roll back: the next begin() does.
         self.unfinished: Dict[str, bool] = {}
         # Figures for tests, benchmarks and the chaos audit.
         self.attempts = 0

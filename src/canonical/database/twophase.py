@@ -135,7 +135,7 @@ def commit_prepared(db: Any, gid: Optional[str],
     ``old_backend`` is the backend pid of the connection that died under
     the first COMMIT PREPARED.  When it cannot be finished now (the
     database stayed away longer than reconnect_timeout, or the gid is
-    busy), the next begin() or new connection of this process finishes it;
+    busy), the next begin() of this process finishes it;
     were the process to die first, start-up recovery would.
     """
     _settle(db, gid, True, old_backend)

@@ -216,9 +216,17 @@ class ZopelessTransactionManager:
         with self._lock:
             states = list(self._states)
             self._states.clear()
+        left: dict = {}
         for state in states:
             state.dm.txn = None
+            left.update(state.db.finish_deferred_now())
             state.db.close()
+        for gid, commit in left.items():
+            # Start-up recovery presumes commit: a gid that must be rolled
+            # back needs a person.
+            log.critical('Prepared transaction %s is still waiting for %s; '
+                         'run it by hand.', gid, 'COMMIT PREPARED'
+                         if commit else 'ROLLBACK PREPARED')
         self._local = threading.local()
         manager = transaction.manager
         manager.unregisterSynch(self._synch)
