@@ -29,6 +29,29 @@ from canonical.lp import initZopeless
 from canonical.testing.layers import LaunchpadLayer
 
 
+class DatabaseTestCase(unittest.TestCase):
+    """A fresh sample database; the manager a test installed is removed."""
+
+    layer = LaunchpadLayer
+
+    def tearDown(self):
+        if canonical.lp.isZopeless():
+            canonical.lp.installedTransactionManager().uninstall()
+        transaction.manager.explicit = False
+
+    def prepare_elsewhere(self, setup, karma):
+        """A transaction prepared by another connection; its gid names
+        this live process."""
+        conn = setup.connect()
+        gid = twophase.new_gid()
+        conn.tpc_begin(gid)
+        conn.cursor().execute('UPDATE person SET karma = %s WHERE id = 5',
+                              (karma,))
+        conn.tpc_prepare()
+        conn.reset()
+        return gid
+
+
 class TestBackoff(unittest.TestCase):
 
     def test_delays_grow_to_the_cap_with_jitter_below_it(self):
@@ -83,14 +106,7 @@ class TestClassification(unittest.TestCase):
         self.assertFalse(is_retryable_conflict(lost))
 
 
-class TestContracts(unittest.TestCase):
-
-    layer = LaunchpadLayer
-
-    def tearDown(self):
-        if canonical.lp.isZopeless():
-            canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+class TestContracts(DatabaseTestCase):
 
     def test_implementations_provide_their_interfaces(self):
         ztm = initZopeless(implicitBegin=False)
@@ -115,13 +131,7 @@ class TestContracts(unittest.TestCase):
         self.assertEqual(coordinator.attempts, before)
 
 
-class TestDebug(unittest.TestCase):
-
-    layer = LaunchpadLayer
-
-    def tearDown(self):
-        canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+class TestDebug(DatabaseTestCase):
 
     def test_debug_logs_the_sql(self):
         from canonical.database.ftests.logcapture import LogCapture
@@ -145,14 +155,7 @@ class TestDebug(unittest.TestCase):
         self.assertEqual(params['application_name'], 'zopeless')
 
 
-class TestOrphanRecovery(unittest.TestCase):
-
-    layer = LaunchpadLayer
-
-    def tearDown(self):
-        if canonical.lp.isZopeless():
-            canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+class TestOrphanRecovery(DatabaseTestCase):
 
     def dead_pid(self):
         child = subprocess.Popen([sys.executable, '-c', 'pass'])
@@ -190,23 +193,12 @@ class TestOrphanRecovery(unittest.TestCase):
         setup.closeConnections()
 
 
-class TestDeferredCommitPrepared(unittest.TestCase):
-
-    layer = LaunchpadLayer
-
-    def tearDown(self):
-        canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+class TestDeferredCommitPrepared(DatabaseTestCase):
 
     def test_the_next_begin_finishes_it(self):
         from canonical.launchpad.database import Person
         setup = LaunchpadTestSetup()
-        conn = setup.connect()
-        gid = twophase.new_gid()  # of this live process: not an orphan
-        conn.tpc_begin(gid)
-        conn.cursor().execute('UPDATE person SET karma = 555 WHERE id = 5')
-        conn.tpc_prepare()
-        conn.reset()
+        gid = self.prepare_elsewhere(setup, 555)
         ztm = initZopeless(implicitBegin=False)
         ztm.begin()
         db = ztm.connection()
@@ -222,12 +214,7 @@ class TestDeferredCommitPrepared(unittest.TestCase):
 
     def test_uninstall_finishes_it_too(self):
         setup = LaunchpadTestSetup()
-        conn = setup.connect()
-        gid = twophase.new_gid()
-        conn.tpc_begin(gid)
-        conn.cursor().execute('UPDATE person SET karma = 556 WHERE id = 5')
-        conn.tpc_prepare()
-        conn.reset()
+        gid = self.prepare_elsewhere(setup, 556)
         ztm = initZopeless(implicitBegin=False)
         ztm.begin()
         db = ztm.connection()
@@ -240,16 +227,9 @@ class TestDeferredCommitPrepared(unittest.TestCase):
         cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
         self.assertEqual(cursor.fetchone()[0], 0)
         setup.closeConnections()
-        initZopeless(implicitBegin=False)  # for tearDown
 
 
-class TestLazyUpdate(unittest.TestCase):
-
-    layer = LaunchpadLayer
-
-    def tearDown(self):
-        canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+class TestLazyUpdate(DatabaseTestCase):
 
     def test_lazy_updates_are_written_at_commit(self):
         from sqlobject import IntCol, StringCol
@@ -308,13 +288,7 @@ class TestNoHerd(unittest.TestCase):
         self.assertLessEqual(coordinator.attempts, 2)
 
 
-class TestInsertRoundTrips(unittest.TestCase):
-
-    layer = LaunchpadLayer
-
-    def tearDown(self):
-        canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+class TestInsertRoundTrips(DatabaseTestCase):
 
     def test_creating_a_row_is_one_statement(self):
         from canonical.database.ftests.logcapture import LogCapture
