@@ -360,7 +360,8 @@ class TestPermanentErrors(FaultTestCase):
         self.assertLess(time.monotonic() - started, 1.0)
 
 
-class TestCommitInFlight(FaultTestCase):
+class ProxiedTestCase(FaultTestCase):
+    """The manager reaches the server through a proxy that cuts links."""
 
     def setUp(self):
         self.cluster = FaultClusterLayer.cluster
@@ -377,23 +378,8 @@ class TestCommitInFlight(FaultTestCase):
         cursor.execute('SELECT karma FROM person WHERE id = 1')
         return cursor.fetchone()[0]
 
-    def test_outcome_unknown_is_never_reported_as_success(self):
-        self.ztm.begin()
-        Person.get(1).karma = 500
-        self.proxy.cut_on(b'COMMIT', mode='after')
-        self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
-        self.assertEqual(self.proxy.cuts, 1)
-        self.ztm.abort()
-        self.assertEqual(self.karma(), 500)  # it did commit: unknowable
 
-    def test_outcome_unknown_when_commit_never_arrived(self):
-        self.ztm.begin()
-        Person.get(1).karma = 501
-        self.proxy.cut_on(b'COMMIT', mode='before')
-        self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
-        self.ztm.abort()
-        self.assertEqual(self.karma(), 130)
-
+class TestLinkDropped(ProxiedTestCase):
 
     def test_threads_whose_connections_died_make_one_probe(self):
         # A slow backoff, so that every extra attempt would show.
@@ -435,6 +421,26 @@ class TestCommitInFlight(FaultTestCase):
         for thread in threads:
             thread.join(10)
         self.assertEqual(results, ['sabdfl'] * 20)
+
+
+class TestCommitInFlight(ProxiedTestCase):
+
+    def test_outcome_unknown_is_never_reported_as_success(self):
+        self.ztm.begin()
+        Person.get(1).karma = 500
+        self.proxy.cut_on(b'COMMIT', mode='after')
+        self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
+        self.assertEqual(self.proxy.cuts, 1)
+        self.ztm.abort()
+        self.assertEqual(self.karma(), 500)  # it did commit: unknowable
+
+    def test_outcome_unknown_when_commit_never_arrived(self):
+        self.ztm.begin()
+        Person.get(1).karma = 501
+        self.proxy.cut_on(b'COMMIT', mode='before')
+        self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
+        self.ztm.abort()
+        self.assertEqual(self.karma(), 130)
 
     def test_prepare_cut_in_flight_is_rolled_back(self):
         from canonical.database.ftests.filedm import FileDataManager
