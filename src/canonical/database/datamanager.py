@@ -1,8 +1,8 @@
 """The data manager: how a thread's database transaction joins `transaction`.
 
-Every database transaction is begun with psycopg2's tpc_begin(), which costs
-nothing more than the BEGIN any transaction sends.  At commit time the data
-manager looks at who else joined:
+The data manager drives the database transaction through the declared
+IDatabaseConnection methods (commit, prepare, finish_prepared, rollback),
+which send the SQL.  At commit time it looks at who else joined:
 
 * alone, it commits in tpc_vote (one phase: a plain COMMIT, no extra round
   trip), so tpc_finish has nothing left that could fail;
@@ -11,7 +11,9 @@ manager looks at who else joined:
   reconnections until it is done.  A lost answer is then settled exactly by
   looking the gid up in pg_prepared_xacts, which no crash can confuse: a
   gid is never reused, where a transaction id not yet on disk can be after
-  a crash.
+  a crash.  The gid is made when the transaction is prepared, not before.
+
+A transaction that sent no statement sends nothing at commit either.
 
 Whether the transaction wrote through SQLObject or through raw SQL makes no
 difference: the database transaction is always committed.
@@ -28,24 +30,22 @@ from transaction.interfaces import ITransactionManager
 from transaction.interfaces import TransientError
 from zope.interface import implementer
 
-from canonical.database.classify import is_disconnect
 from canonical.database.classify import is_retryable_conflict
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
 from canonical.database.interfaces import CommitOutcomeUnknownError
-from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IZopelessDataManager
 from canonical.database.sqlbase import LAZY_UPDATE_CLASSES
 from canonical.database.sqlbase import ZopelessSQLObjectConnection
+from canonical.database.sqlbase import set_active_connection
 from canonical.database.twophase import commit_prepared
+from canonical.database.twophase import new_gid
 from canonical.database.twophase import rollback_prepared
 
 __all__ = ['ZopelessDataManager']
 
 log = logging.getLogger('canonical.database.datamanager')
-
-RawConnection = psycopg2.extensions.connection
 
 
 def _is_alone(txn: ITransaction) -> bool:
@@ -67,26 +67,30 @@ class ZopelessDataManager:
         self.transaction_manager = transaction_manager
         self.txn: Optional[ITransaction] = None
         self.gid: Optional[str] = None
+        self._transactional = False
         self._prepared = False
         self._prepare_uncertain = False
         self._finishing = False
         self._backend: Optional[int] = None
         self._savepoints = 0
 
-    def start(self, txn: ITransaction, gid: Optional[str]) -> None:
+    def start(self, txn: ITransaction) -> None:
         """Begin the database transaction and join ``txn``."""
-        self.db.begin(gid)
-        self.join(txn, gid)
+        self.db.begin()
+        self.join(txn)
 
-    def join(self, txn: ITransaction, gid: Optional[str]) -> None:
-        """Join ``txn`` with the database transaction begun as ``gid``."""
-        self.gid = None if self.db.autocommit else gid
+    def join(self, txn: ITransaction) -> None:
+        """Join ``txn`` with the database transaction already begun."""
+        self._transactional = not self.db.autocommit
+        self.gid = None
         self._prepared = self._prepare_uncertain = self._finishing = False
         self.sqlconn.cache.clear()  # no stale rows from earlier transactions
         self.txn = txn
         txn.join(self)
+        set_active_connection(self.sqlconn)
 
     def _end(self) -> None:
+        set_active_connection(None)
         self.txn = None
         self.gid = None
         self._prepared = self._prepare_uncertain = self._finishing = False
@@ -101,7 +105,7 @@ class ZopelessDataManager:
             self.tpc_abort(txn)
             return
         try:
-            self._rollback()
+            self.db.rollback()
         finally:
             self.sqlconn.expireAll()
             self._end()
@@ -119,36 +123,34 @@ class ZopelessDataManager:
                     instance.syncUpdate()
 
     def tpc_vote(self, txn: ITransaction) -> None:
-        if self.gid is None:
+        if not self._transactional:
             return  # autocommit: everything is already committed
-        raw = self._live_raw_or_raise()
         if _is_alone(txn) and not self.db.config.resolve_commit_outcome:
-            self._commit_one_phase(raw)
+            self._commit_one_phase()
             return
         # With others, or when every outcome must be known: PREPARE, so a
         # lost answer is settled by looking the gid up, which (unlike a
         # transaction id after a crash) is never reused.  The backend pid is
         # known to libpq (no round trip): if an answer is lost, that backend
         # may still be working on the statement.
-        self._backend = raw.info.backend_pid
+        self.gid = new_gid()
+        self._backend = self.db.backend_pid
         try:
-            raw.tpc_prepare()
+            self._prepared = self.db.prepare(self.gid)
         except psycopg2.Error as e:
-            if is_disconnect(e, raw):
+            if self.db.is_disconnect(e):
                 # The PREPARE may have reached the server: tpc_abort looks.
                 self._prepare_uncertain = True
                 self.db.discard(server_message(e))
                 raise self.db.lost_in_transaction(e) from e
             raise translate_error(e) from e
-        self._prepared = True
 
     def tpc_finish(self, txn: ITransaction) -> None:
         try:
             if self._prepared:
                 self._finishing = True
-                raw = self.db.raw
                 try:
-                    raw.tpc_commit()
+                    self.db.finish_prepared(self.gid, True)
                 except psycopg2.Error as e:
                     self.db.discard(server_message(e))
                     # Never fail here: retry on a new connection until done.
@@ -164,12 +166,12 @@ class ZopelessDataManager:
                 rollback_prepared(self.db, self.gid, self._backend)
             elif self._prepared:
                 try:
-                    self.db.raw.tpc_rollback()
+                    self.db.finish_prepared(self.gid, False)
                 except psycopg2.Error as e:
                     self.db.discard(server_message(e))
                     rollback_prepared(self.db, self.gid, self._backend)
             else:
-                self._rollback()
+                self.db.rollback()
         finally:
             self.sqlconn.expireAll()
             self._end()
@@ -193,41 +195,13 @@ class ZopelessDataManager:
 
     # -- helpers -----------------------------------------------------------
 
-    def _live_raw_or_raise(self) -> RawConnection:
-        # A session the server already ended (terminated, timed out, shut
-        # down) rolled back: say so for certain rather than send a COMMIT
-        # whose failure would leave the outcome unknown.
-        reason = self.db.death_reason()
-        if reason is not None:
-            self.db.discard(reason)
-            raise DisconnectionError(
-                'The connection to %s was lost before COMMIT (%s); nothing '
-                'was committed.  Abort, then begin() and run the transaction '
-                'again.' % (self.db.config.describe(), reason))
-        return self.db.raw
-
-    def _rollback(self) -> None:
-        raw = self.db.raw
-        if raw is None or raw.closed:
-            if raw is not None:
-                self.db.discard('the connection was closed')
-            return
-        if self.gid is None and raw.status == psycopg2.extensions.STATUS_READY:
-            return
+    def _commit_one_phase(self) -> None:
+        # A connection already known dead raises DisconnectionError here,
+        # before COMMIT is sent: nothing was committed, for certain.
         try:
-            if self.gid is not None:
-                raw.tpc_rollback()
-            else:
-                raw.rollback()
+            self.db.commit()
         except psycopg2.Error as e:
-            # Never hand a connection in an unknown state out again.
-            self.db.discard(server_message(e))
-
-    def _commit_one_phase(self, raw: RawConnection) -> None:
-        try:
-            raw.tpc_commit()
-        except psycopg2.Error as e:
-            if not is_disconnect(e, raw):
+            if not self.db.is_disconnect(e):
                 raise translate_error(e) from e
             self.db.discard(server_message(e))
             raise CommitOutcomeUnknownError(

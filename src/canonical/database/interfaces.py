@@ -236,21 +236,39 @@ class IDatabaseConnection(Interface):
     A connection is used by one thread at a time.  It connects lazily: no
     network traffic happens before begin() or ensure_connected().  A site
     may register its own implementation as the adapter from
-    IDatabaseConfig; the data manager, the transaction manager and the
-    two-phase helpers use nothing but what is declared here.
+    IDatabaseConfig; the data manager, the transaction manager, the
+    SQLObject connection and the two-phase helpers use nothing but what is
+    declared here.
+
+    The library sends the transaction control itself: BEGIN (with the
+    isolation level) in the same message as the transaction's first
+    statement, then COMMIT, ROLLBACK or the two-phase statements; the
+    psycopg2 connection runs in autocommit mode.  A healthy transaction
+    costs two round trips, three when it commits in two phases, and one
+    that runs no statement sends nothing.
     """
 
     config = Attribute("The IDatabaseConfig this connection was made from.")
     raw = Attribute(
-        "The psycopg2 connection, or None while not connected.  Its "
-        "transaction is driven by begin() and the data manager: do not "
-        "call its commit() or rollback().")
+        "The psycopg2 connection, or None while not connected.  Reading it "
+        "in a transaction whose BEGIN has not gone out yet sends that BEGIN "
+        "(one round trip of its own), so work done on it directly (COPY, "
+        "LISTEN, ...) belongs to the transaction: read it again in each "
+        "transaction.  It runs in autocommit mode and the library sends "
+        "the transaction control: do not call its commit(), rollback() or "
+        "tpc_*() methods, and get server-side cursors from cursor(name).")
     autocommit = Attribute(
         "True when the configuration asks for autocommit: every statement "
         "commits by itself and there is no transaction to join.")
+    backend_pid = Attribute(
+        "The server process id of the live connection, known without a "
+        "round trip, or None.")
     prepared = Attribute(
         "The IPreparedTransactions of this connection's database.")
     reconnects = Attribute("Connections found lost and made again.")
+    replays = Attribute(
+        "First statements of a transaction sent again on a new connection "
+        "after they found the link dead.")
 
     def set_config(config):
         """Use ``config`` (another isolation level, say) from the next
@@ -271,25 +289,77 @@ class IDatabaseConnection(Interface):
         database) raise ConnectionFailedError at once.
         """
 
-    def begin(gid):
-        """Start a database transaction named by the two-phase ``gid``.
+    def begin():
+        """Start a database transaction; return the psycopg2 connection.
 
-        A dead connection is replaced first, as in ensure_connected(); the
-        BEGIN is the first statement of the transaction, so when it fails
-        because the link died the connection is re-established and the BEGIN
-        sent again.  Nothing that may have committed is ever sent twice.
-        Deferred prepared transactions are finished first.
+        A dead connection is replaced first, as in ensure_connected(), and
+        deferred prepared transactions are finished.  Nothing else is sent:
+        the BEGIN travels with the first statement (see send()).
+        """
+
+    def run(operation, *args):
+        """Return ``operation(raw, *args)``, an operation of another
+        library (a SQLObject query) that sends its statements through
+        send().
+
+        When the transaction's first statement finds the link dead, nothing
+        of the transaction has run: the connection is made again (waiting
+        through an outage as begin() does) and ``operation`` is called once
+        more with the new psycopg2 connection.  A disconnection after that
+        raises DisconnectionError; so does one from the second statement
+        on, and any in autocommit mode.
+        """
+
+    def send(execute, query, *args):
+        """Return ``execute(query, *args)`` as a statement of the current
+        transaction (call it within run()).
+
+        When the transaction's BEGIN has not gone out yet, it is put in
+        front of ``query`` (a str, bytes or psycopg2.sql.Composable), so
+        both travel in one message.
         """
 
     def execute(query, params=None):
         """Run one statement in the current transaction; return the cursor.
 
-        A disconnection raises DisconnectionError.
+        Statement errors raise sqlobject.dberrors exceptions; a first
+        statement is replayed as in run(); a disconnection raises
+        DisconnectionError.
         """
 
+    def cursor(name=None, scrollable=None):
+        """A psycopg2 cursor inside the current transaction (whose BEGIN is
+        sent first, if it has not gone out yet).
+
+        With a ``name``, a server-side cursor: its execute() declares it
+        WITHOUT HOLD in the transaction, so it ends with the transaction as
+        psycopg2's own named cursors do; fetching and iterating are
+        psycopg2's.
+        """
+
+    def commit():
+        """Commit the transaction in one phase.
+
+        Sends COMMIT, or nothing when the transaction sent no statement.  A
+        connection already known to be dead raises DisconnectionError
+        before anything is sent (nothing was committed); errors of the
+        COMMIT itself are the driver's (psycopg2.Error).
+        """
+
+    def prepare(gid):
+        """PREPARE TRANSACTION ``gid``; return False, having sent nothing,
+        when the transaction sent no statement (nothing to finish either).
+
+        Raises like commit().
+        """
+
+    def finish_prepared(gid, commit):
+        """COMMIT PREPARED (``commit`` true) or ROLLBACK PREPARED ``gid`` on
+        the live connection; errors are the driver's."""
+
     def rollback():
-        """Roll back the transaction in progress; a connection that cannot
-        is discarded."""
+        """Roll back the transaction in progress (nothing is sent when it
+        sent no statement); a connection that cannot is discarded."""
 
     def lost_in_transaction(error):
         """The DisconnectionError to raise when ``error`` killed the link
@@ -323,15 +393,14 @@ class IZopelessDataManager(ISavepointDataManager, IRetryDataManager):
     db = Attribute("The thread's IDatabaseConnection.")
     txn = Attribute("The transaction joined, or None.")
     gid = Attribute(
-        "The two-phase transaction id of the database transaction, or None "
-        "in autocommit mode.")
+        "The two-phase transaction id, made when the database transaction "
+        "is prepared; None before, and in autocommit mode.")
 
-    def start(txn, gid):
-        """Begin the database transaction named ``gid`` and join ``txn``."""
+    def start(txn):
+        """Begin the database transaction and join ``txn``."""
 
-    def join(txn, gid):
-        """Join ``txn`` with the database transaction already begun as
-        ``gid``."""
+    def join(txn):
+        """Join ``txn`` with the database transaction already begun."""
 
 
 class IZopelessTransactionManager(Interface):

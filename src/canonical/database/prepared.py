@@ -23,7 +23,8 @@ from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.perdatabase import PerDatabase
 from canonical.database.twophase import recover_orphans
-from canonical.database.twophase import rollback_quietly
+from canonical.database.txcontrol import finish_prepared
+from canonical.database.txcontrol import rollback_quietly
 
 __all__ = ['PreparedTransactions', 'prepared_for']
 
@@ -49,6 +50,8 @@ class PreparedTransactions:
             self.deferred += 1
 
     def pending(self) -> Dict[str, bool]:
+        if not self._pending:
+            return {}  # every begin() asks: no lock when there is nothing
         with self._lock:
             return dict(self._pending)
 
@@ -57,25 +60,16 @@ class PreparedTransactions:
             self.settled += 1
 
     def finish_pending(self, raw: Any) -> None:
-        autocommit = raw.autocommit
-        raw.autocommit = True
-        try:
-            for gid, commit in self.pending().items():
-                if self._finish_one(raw, gid, commit):
-                    with self._lock:
-                        self._pending.pop(gid, None)
-                        self.deferred_finished += 1
-        finally:
-            if not raw.closed:
-                raw.autocommit = autocommit
+        for gid, commit in self.pending().items():
+            if self._finish_one(raw, gid, commit):
+                with self._lock:
+                    self._pending.pop(gid, None)
+                    self.deferred_finished += 1
 
     @staticmethod
     def _finish_one(raw: Any, gid: str, commit: bool) -> bool:
         try:
-            if commit:
-                raw.tpc_commit(gid)
-            else:
-                raw.tpc_rollback(gid)
+            finish_prepared(raw, gid, commit)
         except psycopg2.errors.UndefinedObject:
             return True  # finished already, by us or by recovery
         except psycopg2.Error as e:
@@ -94,18 +88,13 @@ class PreparedTransactions:
             if self.recovered:
                 return
             self.recovered = True
-        autocommit = raw.autocommit
         try:
-            raw.autocommit = False
             done = recover_orphans(raw)
         except psycopg2.Error as e:
             log.error('Recovery of prepared transactions failed: %s',
                       server_message(e))
             rollback_quietly(raw)
             return
-        finally:
-            if not raw.closed:
-                raw.autocommit = autocommit
         with self._lock:
             self.orphans_recovered += len(done)
 

@@ -10,15 +10,15 @@ NoTransactionError, an AttributeError that says what to do.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Optional
 
-import psycopg2
 from sqlobject import SQLObject
 from sqlobject import classregistry
-from sqlobject import dberrors
 from sqlobject.postgres.pgconnection import PostgresConnection
 
 from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import InvalidValueError
 from canonical.database.interfaces import NoTransactionError
 
@@ -26,7 +26,7 @@ sql_log = logging.getLogger('canonical.database.sql')
 
 __all__ = ['SQLBase', 'ZopelessSQLObjectConnection',
            'ZopelessConnectionDescriptor', 'set_connection_source',
-           'LAZY_UPDATE_CLASSES']
+           'set_active_connection', 'LAZY_UPDATE_CLASSES']
 
 
 class ZopelessSQLObjectConnection(PostgresConnection):
@@ -36,7 +36,7 @@ class ZopelessSQLObjectConnection(PostgresConnection):
     It has no pool and never commits or rolls back by itself.
     """
 
-    def __init__(self, db: Any, debug: bool = False) -> None:
+    def __init__(self, db: IDatabaseConnection, debug: bool = False) -> None:
         self._db = db
         PostgresConnection.__init__(self, dsn='', driver='psycopg2',
                                     autoCommit=False, debug=debug)
@@ -63,6 +63,9 @@ class ZopelessSQLObjectConnection(PostgresConnection):
             'first.')
 
     def getConnection(self) -> Any:
+        # For SQLObject code that asks for the psycopg2 connection itself:
+        # reading ``raw`` sends a pending BEGIN, so that work is part of
+        # the transaction.  Queries come through _runWithConnection.
         raw = self._db.raw
         if raw is None:
             raise DisconnectionError(
@@ -74,14 +77,19 @@ class ZopelessSQLObjectConnection(PostgresConnection):
         pass  # the data manager ends the transaction, not each query
 
     def _runWithConnection(self, meth: Any, *args: Any) -> Any:
-        raw = self.getConnection()
-        try:
-            return meth(raw, *args)
-        except (psycopg2.Error, dberrors.Error) as e:
-            if isinstance(e, DisconnectionError) or \
-                    not self._db.is_disconnect(e):
-                raise
-            raise self._db.lost_in_transaction(e) from e
+        # Every query method of SQLObject (query, queryOne, queryAll, the
+        # INSERT, iteration) runs here: when its statement is the first of
+        # the transaction and finds the link dead, it is run again on the
+        # new connection.
+        return self._db.run(meth, *args)
+
+    def _executeRetry(self, conn: Any, cursor: Any, query: Any) -> Any:
+        # The pending BEGIN travels with the statement; SQLObject's own
+        # method turns driver errors into sqlobject.dberrors.
+        return self._db.send(self._execute, query, conn, cursor)
+
+    def _execute(self, query: Any, conn: Any, cursor: Any) -> Any:
+        return PostgresConnection._executeRetry(self, conn, cursor, query)
 
     def _queryInsertID(self, conn: Any, soInstance: Any, id: Any,
                        names: list, values: list) -> Any:
@@ -120,17 +128,34 @@ class ZopelessSQLObjectConnection(PostgresConnection):
 # the current thread's SQLObject connection or None.
 _source: Optional[Any] = None
 
+# The SQLObject connection of the thread's transaction in progress, set by
+# the data manager while it is joined.  SQLObject reads Model._connection a
+# dozen times per get(): one lookup here instead of asking the manager.
+_active = threading.local()
+
 
 def set_connection_source(source: Optional[Any]) -> None:
-    """Install (or, with None, remove) the per-thread connection provider."""
-    global _source
+    """Install (or, with None, remove) the per-thread connection provider;
+    every thread's active connection is forgotten."""
+    global _source, _active
     _source = source
+    _active = threading.local()
+
+
+def set_active_connection(sqlconn: Optional['ZopelessSQLObjectConnection']
+                          ) -> None:
+    """The current thread's transaction now runs on ``sqlconn`` (None: it
+    has ended)."""
+    _active.sqlconn = sqlconn
 
 
 class ZopelessConnectionDescriptor:
     """``Model._connection``: the thread's connection, or None."""
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
+        sqlconn = getattr(_active, 'sqlconn', None)
+        if sqlconn is not None:
+            return sqlconn
         source = _source
         if source is None:
             return None

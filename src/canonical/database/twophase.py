@@ -23,6 +23,8 @@ import psycopg2
 from canonical.database.classify import server_message
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.processes import pid_alive
+from canonical.database.txcontrol import finish_prepared
+from canonical.database.txcontrol import rollback_quietly
 
 __all__ = [
     'GID_PREFIX', 'new_gid', 'commit_prepared', 'rollback_prepared',
@@ -46,20 +48,6 @@ def new_gid() -> str:
 _START = int(time.time() * 1000)
 
 
-def rollback_quietly(raw: Any) -> None:
-    """Roll back whatever ``raw`` has in progress, two-phase or not; a
-    connection that cannot is left for its owner to discard."""
-    if raw.closed:
-        return
-    try:
-        try:
-            raw.tpc_rollback()
-        except psycopg2.ProgrammingError:
-            raw.rollback()  # not a two-phase transaction
-    except psycopg2.Error:
-        pass
-
-
 _BACKEND_GRACE = 1.0  # seconds an old backend may take to finish
 
 
@@ -80,13 +68,10 @@ def _wait_for_backend_exit(raw: Any, pid: Optional[int]) -> None:
     while True:
         cursor.execute('SELECT 1 FROM pg_stat_activity WHERE pid = %s',
                        (pid,))
-        alive = cursor.fetchone() is not None
-        raw.rollback()
-        if not alive:
+        if cursor.fetchone() is None:
             return
         if not terminated and time.monotonic() > deadline:
             cursor.execute('SELECT pg_terminate_backend(%s)', (pid,))
-            raw.rollback()
             terminated = True
         time.sleep(0.01)
 
@@ -100,17 +85,15 @@ def _finish(db: IDatabaseConnection, gid: str, commit: bool,
     while True:
         raw = db.ensure_connected()
         try:
-            if raw.status != psycopg2.extensions.STATUS_READY:
-                raw.rollback()
+            rollback_quietly(raw)
             if old_backend != raw.info.backend_pid:
                 _wait_for_backend_exit(raw, old_backend)
             cursor = raw.cursor()
             cursor.execute('SELECT 1 FROM pg_prepared_xacts WHERE gid = %s',
                            (gid,))
             present = cursor.fetchone() is not None
-            raw.rollback()
             if present:
-                getattr(raw, 'tpc_' + verb)(gid)
+                finish_prepared(raw, gid, commit)
             if present:
                 outcome = 'committed' if commit else 'rolled back'
             else:
@@ -183,23 +166,21 @@ def orphaned_gids(gids: Iterable[str]) -> List[str]:
 def recover_orphans(raw: Any) -> List[str]:
     """Commit prepared transactions left by dead processes of this host.
 
-    ``raw`` is an idle connection; it is left idle.  Returns the gids
-    committed.
+    ``raw`` is an idle library connection (autocommit mode); it is left
+    idle.  Returns the gids committed.
     """
     cursor = raw.cursor()
     cursor.execute('SELECT gid FROM pg_prepared_xacts WHERE gid LIKE %s '
                    'AND database = current_database()',
                    (GID_PREFIX + ':%',))
     gids = [row[0] for row in cursor.fetchall()]
-    raw.rollback()
     done = []
     for gid in orphaned_gids(gids):
         try:
-            raw.tpc_commit(gid)
+            finish_prepared(raw, gid, True)
         except psycopg2.Error as e:
             log.error('Could not recover prepared transaction %s: %s', gid,
                       server_message(e))
-            raw.rollback()
             continue
         log.warning('Committed prepared transaction %s left by a process '
                     'that died.', gid)

@@ -35,7 +35,6 @@ from canonical.database.interfaces import NotInstalledError
 from canonical.database.interfaces import TransactionInProgressError
 from canonical.database.sqlbase import ZopelessSQLObjectConnection
 from canonical.database.sqlbase import set_connection_source
-from canonical.database.twophase import new_gid
 
 __all__ = ['ZopelessTransactionManager']
 
@@ -46,14 +45,18 @@ class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
     its state, and with it the psycopg2 connection, is freed at once."""
 
-    __slots__ = ('db', 'sqlconn', 'dm', 'begun_gid', '__weakref__')
+    __slots__ = ('db', 'sqlconn', 'dm', 'begun', 'synchronized',
+                 '__weakref__')
 
     def __init__(self, db: IDatabaseConnection) -> None:
         self.db = db
         self.sqlconn = ZopelessSQLObjectConnection(db,
                                                    debug=db.config.debug)
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
-        self.begun_gid: Optional[str] = None  # BEGIN sent by ztm.begin()
+        self.begun = False  # begun by ztm.begin(), not joined yet
+        # Every transaction of the thread since reached the synchronizer, so
+        # dm.txn tells whether one is open: no need to ask `transaction`.
+        self.synchronized = False
 
 
 @implementer(ISynchronizer)
@@ -118,17 +121,17 @@ class ZopelessTransactionManager:
         if not self.implicitBegin or not self.installed:
             return None
         state = self._state()
-        state.dm.start(transaction.get(), new_gid())
+        state.dm.start(transaction.get())
         return state.sqlconn
 
     def _on_new_transaction(self, txn: ITransaction) -> None:
         state = self._state()
-        if state.begun_gid is not None:
-            gid, state.begun_gid = state.begun_gid, None
-            state.dm.join(txn, gid)
+        if state.begun:
+            state.begun = False
+            state.dm.join(txn)
         elif not self.implicitBegin:
             try:
-                state.dm.start(txn, new_gid())
+                state.dm.start(txn)
             except BaseException:
                 # transaction.begin() has already made txn current: free
                 # it, so a failed begin leaves no transaction behind.
@@ -140,24 +143,25 @@ class ZopelessTransactionManager:
 
     def begin(self) -> None:
         state = self._state()
-        if state.dm.txn is not None or self._has_transaction():
+        if state.dm.txn is not None or (not state.synchronized and
+                                        self._has_transaction()):
             raise TransactionInProgressError(
                 'A transaction is already in progress in this thread; '
                 'commit() or abort() it before calling begin() again.')
-        # Connect (or reconnect, waiting through an outage) and send BEGIN
-        # before the transaction exists, so a failure leaves nothing half
-        # begun; the synchronizer then only joins.
-        gid = new_gid()
-        state.db.begin(gid)
-        state.begun_gid = gid
+        # Connect (or reconnect, waiting through an outage) before the
+        # transaction exists, so a failure leaves nothing half begun; the
+        # synchronizer then only joins.  BEGIN goes with the first statement.
+        state.db.begin()
+        state.begun = True
         try:
             transaction.manager.begin()
         except BaseException:
-            state.begun_gid = None
+            state.begun = False
             if state.dm.txn is None:
                 state.db.rollback()
                 self._abort_quietly()
             raise
+        state.synchronized = True
 
     def _has_transaction(self) -> bool:
         if self.implicitBegin:

@@ -1,0 +1,347 @@
+"""Transaction control: BEGIN travels in the same message as the
+transaction's first statement.
+
+Why the library sends BEGIN itself
+----------------------------------
+In its default mode psycopg2 opens every transaction with a BEGIN of its
+own, one round trip before the first statement, and has no public way to
+be told that a transaction is already open.  A healthy transaction then
+costs three round trips: BEGIN, the statement, COMMIT.  So the library's
+psycopg2 connections run in autocommit mode and this module sends the
+transaction control itself:
+
+* ``begin()`` sends nothing.  The first statement goes out as one Query
+  message, ``BEGIN ISOLATION LEVEL ...; <statement>``; the simple query
+  protocol runs both and psycopg2's cursor keeps the statement's result.
+  A healthy transaction costs two round trips (the statement, COMMIT),
+  three when it commits in two phases (PREPARE TRANSACTION, COMMIT
+  PREPARED).  The isolation level is always named, so a server whose
+  default_transaction_isolation differs changes nothing.
+* COMMIT, ROLLBACK, PREPARE TRANSACTION and COMMIT/ROLLBACK PREPARED are
+  SQL sent from here.  Whether a transaction is open is libpq's
+  transaction status (no round trip), not psycopg2's bookkeeping, which
+  knows nothing of a BEGIN it did not send.  psycopg2's own commit(),
+  rollback() and tpc_*() methods must not be used on these connections:
+  in autocommit mode they do nothing, or refuse.
+* A transaction that sends no statement sends nothing at all: no BEGIN,
+  no COMMIT, no PREPARE.
+* When the first statement finds the link dead, nothing of the transaction
+  can have committed: the connection is made again (waiting through an
+  outage as begin() does, one probe per process) and BEGIN with that
+  statement is sent once more.  Once a statement has gone through, nothing
+  is ever sent twice: a disconnection raises DisconnectionError.
+  Autocommit mode never replays (each statement may have committed), and
+  neither does a replayed statement whose new connection dies too: it may
+  be what kills it.
+* A message that does not parse runs nothing, its BEGIN included.  So that
+  the transaction ends up open and aborted, as when BEGIN travels alone,
+  BEGIN and the statement are then sent apart: two more round trips, on
+  that error path only.
+
+Raw access
+----------
+Reading ``raw`` in a transaction whose BEGIN has not gone out sends it
+alone (one round trip of its own, on that path only), so COPY, LISTEN and
+other direct work on the psycopg2 connection belongs to the transaction.
+psycopg2 refuses named cursors in autocommit mode ("can't use a named
+cursor outside of transactions"); ``cursor(name)`` gives a
+``DeclaredCursor`` instead, which declares itself WITHOUT HOLD in the
+transaction and is then fetched from by psycopg2 like any cursor declared
+elsewhere: it ends with the transaction, as psycopg2's own named cursors
+do.  A WITH HOLD cursor, which psycopg2 would accept, would be copied out
+at COMMIT and outlive the transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+from sqlobject import dberrors
+
+from canonical.database.classify import is_disconnect
+from canonical.database.classify import server_message
+from canonical.database.classify import translate_error
+from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import IDatabaseConfig
+
+__all__ = ['TransactionControl', 'DeclaredCursor', 'begin_statement',
+           'finish_prepared', 'rollback_quietly']
+
+log = logging.getLogger('canonical.database.connection')
+
+RawConnection = psycopg2.extensions.connection
+_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_DRIVER_ERRORS = (psycopg2.Error, dberrors.Error)
+
+_BEGIN = {
+    'read_committed': 'BEGIN ISOLATION LEVEL READ COMMITTED',
+    'repeatable_read': 'BEGIN ISOLATION LEVEL REPEATABLE READ',
+    'serializable': 'BEGIN ISOLATION LEVEL SERIALIZABLE',
+}
+
+
+def begin_statement(isolation: str) -> Optional[str]:
+    """The BEGIN that opens a transaction at ``isolation``; None in
+    autocommit mode."""
+    return _BEGIN.get(isolation)
+
+
+def _with_begin(begin: str, query: Any) -> Any:
+    """``query`` as one message after ``begin``; None means BEGIN alone."""
+    if query is None:
+        return begin
+    if isinstance(query, str):
+        # An empty query stays empty: psycopg2 refuses it as before.
+        return begin + '; ' + query if query else query
+    if isinstance(query, sql.Composable):
+        return sql.SQL(begin + '; ') + query
+    if isinstance(query, bytes):
+        return begin.encode('ascii') + b'; ' + query if query else query
+    return query  # psycopg2 raises its own TypeError
+
+
+def finish_prepared(raw: RawConnection, gid: str, commit: bool) -> None:
+    """COMMIT PREPARED (or ROLLBACK PREPARED) ``gid`` on ``raw``, which
+    has no transaction open; driver errors propagate."""
+    raw.cursor().execute(
+        'COMMIT PREPARED %s' if commit else 'ROLLBACK PREPARED %s', (gid,))
+
+
+def rollback_quietly(raw: RawConnection) -> None:
+    """Roll back whatever the library connection ``raw`` has open; a
+    connection that cannot is left for its owner to discard."""
+    if raw.closed:
+        return
+    try:
+        if raw.get_transaction_status() != _IDLE:
+            raw.cursor().execute('ROLLBACK')
+    except psycopg2.Error:
+        pass
+
+
+class DeclaredCursor(psycopg2.extensions.cursor):
+    """A server-side cursor of the library's transaction.
+
+    execute() sends ``DECLARE <name> CURSOR WITHOUT HOLD FOR <query>``
+    itself (psycopg2 would refuse on an autocommit connection); fetching,
+    iterating, scroll() and close() are psycopg2's, as for a cursor
+    declared elsewhere.
+    """
+
+    def execute(self, query: Any, vars: Any = None) -> None:
+        conn = self.connection
+        scroll = {None: '', True: 'SCROLL ', False: 'NO SCROLL '}[
+            self.scrollable]
+        head = sql.SQL('DECLARE {} %sCURSOR WITHOUT HOLD FOR ' % scroll
+                       ).format(sql.Identifier(self.name)).as_string(conn)
+        encoding = psycopg2.extensions.encodings[conn.encoding]
+        conn.cursor().execute(head.encode(encoding) +
+                              self.mogrify(query, vars))
+
+
+class TransactionControl:
+    """The statement half of ReconnectingConnection (see connection.py):
+    beginning, statements, commit, rollback and two-phase commit, as
+    declared by IDatabaseConnection.
+
+    It expects of the class it is mixed into: ``_raw`` (the psycopg2
+    connection or None), ``prepared``, ``death_reason()``,
+    ``ensure_connected()``, ``_reconnect(reason)`` and ``discard(reason)``.
+    """
+
+    _raw: Optional[RawConnection] = None
+    _begin: Optional[str] = None  # the BEGIN still to send, if any
+    _begin_sql: Optional[str] = None  # the BEGIN of the configuration
+    replays = 0
+
+    def set_config(self, config: IDatabaseConfig) -> None:
+        """Use ``config`` (another isolation level, say) from the next
+        begin() on; the connection itself is kept."""
+        self.config = config
+        self._begin_sql = begin_statement(config.isolation)
+
+    @property
+    def autocommit(self) -> bool:
+        return self._begin_sql is None
+
+    # -- beginning ---------------------------------------------------------
+
+    def begin(self) -> RawConnection:
+        self._begin = None
+        raw = self.ensure_connected()
+        self._make_ready(raw)
+        self._begin = self._begin_sql
+        return raw
+
+    def _make_ready(self, raw: RawConnection) -> None:
+        if raw.get_transaction_status() != _IDLE:
+            # Left in a transaction by someone using raw directly.
+            rollback_quietly(raw)
+        if self.prepared.pending():
+            # A decided two-phase commit holds its locks until done.
+            self.prepared.finish_pending(raw)
+
+    # -- statements --------------------------------------------------------
+
+    def run(self, operation: Callable[..., Any], *args: Any) -> Any:
+        raw = self._raw
+        if raw is None:
+            raise DisconnectionError(
+                'No database connection in this thread; call begin() first.')
+        try:
+            return operation(raw, *args)
+        except _DRIVER_ERRORS as e:
+            if not self._lost(e):
+                raise
+            if self._begin is None:
+                raise self.lost_in_transaction(e) from e
+            raw = self._replay(e)
+        try:
+            return operation(raw, *args)
+        except _DRIVER_ERRORS as e:
+            if not self._lost(e):
+                raise
+            raise self.lost_in_transaction(e) from e
+
+    def _lost(self, error: BaseException) -> bool:
+        return not isinstance(error, DisconnectionError) and \
+            is_disconnect(error, self._raw)
+
+    def _replay(self, error: BaseException) -> RawConnection:
+        # The BEGIN never went through: nothing of the transaction ran.
+        begin = self._begin
+        self._begin = None
+        raw = self._reconnect(server_message(error))
+        self._make_ready(raw)
+        self._begin = begin
+        self.replays += 1
+        log.info('Sending the first statement of the transaction again, on '
+                 'the new connection.')
+        return raw
+
+    def send(self, execute: Callable[..., Any], query: Any,
+             *args: Any) -> Any:
+        begin = self._begin
+        if begin is None:
+            return execute(query, *args)
+        try:
+            result = execute(_with_begin(begin, query), *args)
+        except Exception as e:
+            raw = self._raw
+            if is_disconnect(e, raw):
+                raise  # BEGIN still to send: run() replays
+            if raw.get_transaction_status() != _IDLE:
+                # BEGIN ran and the statement failed: the transaction is
+                # open and aborted.
+                self._begin = None
+                raise
+            # Nothing ran: the message did not parse, or was refused
+            # before it was sent.  Send them apart, as a separate BEGIN
+            # would have been, so the transaction is open (and aborted).
+            raw.cursor().execute(begin)
+            self._begin = None
+            return execute(query, *args)
+        self._begin = None
+        return result
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        return self.run(self._execute, query, params)
+
+    def _execute(self, raw: RawConnection, query: Any, params: Any) -> Any:
+        cursor = raw.cursor()
+        try:
+            self.send(cursor.execute, query, params)
+        except psycopg2.Error as e:
+            if is_disconnect(e, raw):
+                raise
+            # The same exceptions as statements run through SQLObject.
+            raise translate_error(e) from e
+        return cursor
+
+    # -- raw access --------------------------------------------------------
+
+    @property
+    def raw(self) -> Optional[RawConnection]:
+        if self._begin is not None:
+            self.run(self._send_begin)
+        return self._raw
+
+    def _send_begin(self, raw: RawConnection) -> None:
+        self.send(raw.cursor().execute, None)
+
+    def cursor(self, name: Optional[str] = None,
+               scrollable: Optional[bool] = None) -> Any:
+        raw = self.raw
+        if raw is None:
+            raise DisconnectionError(
+                'No database connection in this thread; call begin() first.')
+        if name is None:
+            return raw.cursor()
+        return raw.cursor(name, cursor_factory=DeclaredCursor,
+                          scrollable=scrollable)
+
+    @property
+    def backend_pid(self) -> Optional[int]:
+        raw = self._raw
+        if raw is None or raw.closed:
+            return None
+        return raw.info.backend_pid
+
+    # -- ending ------------------------------------------------------------
+
+    def commit(self) -> None:
+        if self._open_or_nothing('COMMIT'):
+            self._raw.cursor().execute('COMMIT')
+
+    def prepare(self, gid: str) -> bool:
+        if not self._open_or_nothing('PREPARE TRANSACTION'):
+            return False
+        self._raw.cursor().execute('PREPARE TRANSACTION %s', (gid,))
+        return True
+
+    def _open_or_nothing(self, verb: str) -> bool:
+        """True when ``verb`` must be sent: statements went out and the
+        transaction is still open.  A session the server already ended
+        (terminated, timed out, shut down) rolled back: that is said for
+        certain, rather than sending a statement whose failure would leave
+        the outcome unknown."""
+        if self._begin is not None:
+            self._begin = None
+            return False
+        reason = self.death_reason()
+        if reason is not None:
+            self.discard(reason)
+            raise DisconnectionError(
+                'The connection to %s was lost before %s (%s); nothing was '
+                'committed.  Abort, then begin() and run the transaction '
+                'again.' % (self.config.describe(), verb, reason))
+        return self._raw.get_transaction_status() != _IDLE
+
+    def finish_prepared(self, gid: str, commit: bool) -> None:
+        finish_prepared(self._raw, gid, commit)
+
+    def rollback(self) -> None:
+        self._begin = None
+        raw = self._raw
+        if raw is None:
+            return
+        if raw.closed:
+            self.discard('the connection was closed')
+            return
+        if raw.get_transaction_status() == _IDLE:
+            return
+        try:
+            raw.cursor().execute('ROLLBACK')
+        except psycopg2.Error as e:
+            # Never hand a connection in an unknown state out again.
+            self.discard(server_message(e))
+
+    def lost_in_transaction(self, error: BaseException) -> DisconnectionError:
+        return DisconnectionError(
+            '%s\n(The connection to %s was lost during a transaction; nothing '
+            'of it was committed.  Call abort(), then begin() and run it '
+            'again.)' % (server_message(error), self.config.describe()))
