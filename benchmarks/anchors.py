@@ -233,6 +233,7 @@ def make_system(name, host, port, dbname, user):
         'raw-psycopg2': systems.RawSystem,
         'sqlobject-plain': systems.SQLObjectSystem,
         'zopeless': systems.ZopelessSystem,
+        systems.RESOLVED: systems.ZopelessResolvedSystem,
         'seed-2005': systems.SeedSystem,
         'zope.sqlalchemy': ZopeSQLAlchemySystem,
         'storm': StormSystem,

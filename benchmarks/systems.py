@@ -26,6 +26,8 @@ SEED_SLEEP = 1.0     # the 2005 code's fixed sleep
 
 ALL = ('raw-psycopg2', 'sqlobject-plain', 'zopeless', 'seed-2005',
        'zope.sqlalchemy', 'storm')
+# Counted for round trips only: the library committing in two phases.
+RESOLVED = 'zopeless-resolved'
 WORKLOAD_SYSTEMS = {
     'read-sql': ('raw-psycopg2', 'zopeless', 'seed-2005', 'zope.sqlalchemy',
                  'storm'),
@@ -183,6 +185,7 @@ class SQLObjectClient(Client):
 
 class ZopelessSystem(System):
     name = 'zopeless'
+    resolve_commit_outcome = False
     _ztm = None
 
     def __init__(self, *args):
@@ -190,13 +193,16 @@ class ZopelessSystem(System):
         from canonical.lp import initZopeless
         current = ZopelessSystem._ztm
         if current is not None and current.installed:
-            if current.config.get('port') == str(self.port):
+            if current.config.get('port') == str(self.port) and \
+                    current.config.resolve_commit_outcome == \
+                    self.resolve_commit_outcome:
                 self.ztm = current
                 return
             current.uninstall()
         self.ztm = ZopelessSystem._ztm = initZopeless(
             dbname=self.dbname, dbhost='%s port=%d' % (self.host, self.port),
-            dbuser=self.user, implicitBegin=False, reconnect_max_delay=0.05)
+            dbuser=self.user, implicitBegin=False, reconnect_max_delay=0.05,
+            resolve_commit_outcome=self.resolve_commit_outcome)
 
     def coordinator(self):
         from canonical.database.reconnect import coordinator_for
@@ -209,6 +215,12 @@ class ZopelessSystem(System):
         if self.ztm.installed:
             self.ztm.uninstall()
         ZopelessSystem._ztm = None
+
+
+class ZopelessResolvedSystem(ZopelessSystem):
+    """The library with resolve_commit_outcome: PREPARE, COMMIT PREPARED."""
+    name = RESOLVED
+    resolve_commit_outcome = True
 
 
 class ZopelessClient(Client):

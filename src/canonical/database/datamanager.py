@@ -73,6 +73,9 @@ class ZopelessDataManager:
         self._finishing = False
         self._backend: Optional[int] = None
         self._savepoints = 0
+        # Sort after ordinary data managers, so the database votes last and
+        # a one-phase commit decides the transaction's outcome.
+        self._sort_key = '~zopeless:%d' % id(self)
 
     def start(self, txn: ITransaction) -> None:
         """Begin the database transaction and join ``txn``."""
@@ -116,6 +119,8 @@ class ZopelessDataManager:
     def commit(self, txn: ITransaction) -> None:
         # SQLObject writes at attribute assignment unless a class asked for
         # lazyUpdate: write those now, before anyone votes.
+        if not LAZY_UPDATE_CLASSES:
+            return
         caches = self.sqlconn.cache.allSubCachesByClassNames()
         for name in LAZY_UPDATE_CLASSES.intersection(caches):
             for instance in caches[name].getAll():
@@ -177,9 +182,7 @@ class ZopelessDataManager:
             self._end()
 
     def sortKey(self) -> str:
-        # Sort after ordinary data managers, so the database votes last and
-        # a one-phase commit decides the transaction's outcome.
-        return '~zopeless:%d' % id(self)
+        return self._sort_key
 
     def should_retry(self, error: BaseException) -> bool:
         return isinstance(error, TransientError) or \
