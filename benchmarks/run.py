@@ -87,10 +87,8 @@ def main(argv=None):
     plan = []
     for workload in THROUGHPUT:
         if wanted(workload):
-            for r in range(settings['rounds']):
-                for name in S.WORKLOAD_SYSTEMS[workload]:
-                    if name in available:
-                        plan.append(('throughput', workload, name, r))
+            plan += [('throughput', workload, None, r)
+                     for r in range(settings['rounds'])]
     counted = list(available)
     if 'zopeless' in available:
         counted.append(S.RESOLVED)
@@ -105,24 +103,27 @@ def main(argv=None):
         plan += [('memory', None, n, 0) for n in available]
     progress = Progress(len(plan))
     started = time.time()
-    tps = {}
     extra = {'settings': settings, 'started': started,
              'python': platform.python_version(),
              'cpus': os.cpu_count(), 'anchor_problems': problems,
              'person_rows': count}
 
-    # Rounds interleave the systems, so a burst of other work on the
-    # machine hits all of them rather than one.
-    for kind, workload, name, r in plan:
-        if kind != 'throughput':
+    # The systems take turns in short slices within each round, so a
+    # burst of other work on the machine hits all of them rather than one.
+    for workload in THROUGHPUT:
+        if not wanted(workload):
             continue
-        progress.step('%s %s round %d/%d' % (workload, name, r + 1,
-                                              settings['rounds']))
-        tps.setdefault((workload, name), []).append(W.throughput_round(
-            system(name), workload, settings['duration'], ids))
-    for (workload, name), values in tps.items():
-        results.add(name, workload, 'throughput', statistics.median(values),
-                    'tx/s', floor=FLOOR[workload], rounds=values)
+        names = [n for n in S.WORKLOAD_SYSTEMS[workload] if n in available]
+        rates, cpu = W.throughput_rounds(
+            [system(n) for n in names], workload, settings['rounds'],
+            settings['duration'], ids,
+            progress=lambda r, w=workload: progress.step(
+                '%s round %d/%d' % (w, r + 1, settings['rounds'])))
+        for name in names:
+            results.add(name, workload, 'throughput',
+                        statistics.median(rates[name]), 'tx/s',
+                        floor=FLOOR[workload], rounds=rates[name],
+                        client_cpu_us_per_tx=cpu[name])
 
     if wanted('roundtrips'):
         from benchmarks.proxy import CountingProxy

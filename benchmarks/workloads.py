@@ -63,29 +63,107 @@ def _operation(client, workload, system, ids):
     raise ValueError(workload)
 
 
-def throughput_round(system, workload, duration, ids, warmup=20):
-    """Transactions per second of one client over `duration` seconds."""
-    def run():
-        client = system.client()
+class _Turns(threading.Thread):
+    """One system's client, in a thread of its own, running transactions
+    whenever it is given a turn."""
+
+    def __init__(self, system, workload, ids, warmup):
+        threading.Thread.__init__(self, daemon=True)
+        self.system, self.workload = system, workload
+        self.ids, self.warmup = ids, warmup
+        self.turn = threading.Event()
+        self.done = threading.Event()
+        self.slice = 0.0
+        self.stop = False
+        self.error = None
+        self.count, self.seconds, self.cpu = 0, 0.0, 0.0
+
+    def run(self):
         try:
-            op = _operation(client, workload, system.name, ids)
-            for i in range(warmup):
+            client = self.system.client()
+        except BaseException as e:
+            self.error = e
+            self.done.set()
+            return
+        try:
+            op = _operation(client, self.workload, self.system.name, self.ids)
+            for i in range(self.warmup):
                 op(i)
+            self.done.set()
             n = 0
-            clock = time.perf_counter
-            start = clock()
-            end = start + duration
+            clock, cpu = time.perf_counter, time.thread_time
             while True:
-                for _ in range(10):
-                    op(n)
-                    n += 1
-                now = clock()
-                if now >= end:
-                    break
-            return n / (now - start)
+                self.turn.wait()
+                self.turn.clear()
+                if self.stop:
+                    return
+                c0, start = cpu(), clock()
+                end = start + self.slice
+                while True:
+                    for _ in range(5):
+                        op(n)
+                        n += 1
+                    now = clock()
+                    if now >= end:
+                        break
+                self.count = n
+                self.seconds += now - start
+                self.cpu += cpu() - c0
+                self.done.set()
+        except BaseException as e:
+            self.error = e
+            self.done.set()
         finally:
             client.close()
-    return in_thread(run, timeout=duration * 10 + 60)
+
+    def take_turn(self, seconds):
+        self.done.clear()
+        self.slice = seconds
+        self.turn.set()
+        if not self.done.wait(seconds * 10 + 60):
+            raise TimeoutError('%s did not finish its turn' % self.system.name)
+        if self.error is not None:
+            raise self.error
+
+
+def throughput_rounds(systems, workload, rounds, duration, ids, slices=20,
+                      warmup=20, progress=None):
+    """Transactions per second of each system, one figure per round.
+
+    The systems take turns in short slices (``duration / slices`` seconds
+    each, ``slices`` turns per round), so that a burst of other work on the
+    machine falls on all of them alike.  Returns {name: [tx/s per round]}
+    and {name: client CPU microseconds per transaction}.
+    """
+    turns = [_Turns(system, workload, ids, warmup) for system in systems]
+    for t in turns:
+        t.start()
+    try:
+        for t in turns:
+            t.done.wait(120)
+            if t.error is not None:
+                raise t.error
+        rates = {t.system.name: [] for t in turns}
+        for r in range(rounds):
+            if progress:
+                progress(r)
+            before = {t.system.name: (t.count, t.seconds) for t in turns}
+            for k in range(slices):
+                # Each system goes first in turn.
+                for t in turns[k % len(turns):] + turns[:k % len(turns)]:
+                    t.take_turn(duration / slices)
+            for t in turns:
+                count, seconds = before[t.system.name]
+                rates[t.system.name].append(
+                    (t.count - count) / (t.seconds - seconds))
+        cpu = {t.system.name: t.cpu / max(t.count, 1) * 1e6 for t in turns}
+        return rates, cpu
+    finally:
+        for t in turns:
+            t.stop = True
+            t.turn.set()
+        for t in turns:
+            t.join(30)
 
 
 # -- round trips -------------------------------------------------------------------

@@ -316,7 +316,8 @@ class IDatabaseConnection(Interface):
 
         When the transaction's BEGIN has not gone out yet, it is put in
         front of ``query`` (a str, bytes or psycopg2.sql.Composable), so
-        both travel in one message.
+        both travel in one message.  Statements must not end the
+        transaction themselves (COMMIT, ROLLBACK): the data manager does.
         """
 
     def execute(query, params=None):

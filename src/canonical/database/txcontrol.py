@@ -55,7 +55,7 @@ at COMMIT and outlive the transaction.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import psycopg2
 import psycopg2.extensions
@@ -74,8 +74,14 @@ __all__ = ['TransactionControl', 'DeclaredCursor', 'begin_statement',
 log = logging.getLogger('canonical.database.connection')
 
 RawConnection = psycopg2.extensions.connection
+Cursor = psycopg2.extensions.cursor
+# What psycopg2 executes; None stands for "the BEGIN alone".
+Query = Union[str, bytes, sql.Composable]
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 _DRIVER_ERRORS = (psycopg2.Error, dberrors.Error)
+
+_NOT_CONNECTED = ('No database connection in this thread: call begin() first '
+                  '(after abort(), when a transaction was cut off).')
 
 _BEGIN = {
     'read_committed': 'BEGIN ISOLATION LEVEL READ COMMITTED',
@@ -90,7 +96,7 @@ def begin_statement(isolation: str) -> Optional[str]:
     return _BEGIN.get(isolation)
 
 
-def _with_begin(begin: str, query: Any) -> Any:
+def _with_begin(begin: str, query: Optional[Query]) -> Query:
     """``query`` as one message after ``begin``; None means BEGIN alone."""
     if query is None:
         return begin
@@ -132,7 +138,7 @@ class DeclaredCursor(psycopg2.extensions.cursor):
     declared elsewhere.
     """
 
-    def execute(self, query: Any, vars: Any = None) -> None:
+    def execute(self, query: Query, vars: Any = None) -> None:
         conn = self.connection
         scroll = {None: '', True: 'SCROLL ', False: 'NO SCROLL '}[
             self.scrollable]
@@ -190,8 +196,7 @@ class TransactionControl:
     def run(self, operation: Callable[..., Any], *args: Any) -> Any:
         raw = self._raw
         if raw is None:
-            raise DisconnectionError(
-                'No database connection in this thread; call begin() first.')
+            raise DisconnectionError(_NOT_CONNECTED)
         try:
             return operation(raw, *args)
         except _DRIVER_ERRORS as e:
@@ -223,7 +228,7 @@ class TransactionControl:
                  'the new connection.')
         return raw
 
-    def send(self, execute: Callable[..., Any], query: Any,
+    def send(self, execute: Callable[..., Any], query: Optional[Query],
              *args: Any) -> Any:
         begin = self._begin
         if begin is None:
@@ -248,10 +253,11 @@ class TransactionControl:
         self._begin = None
         return result
 
-    def execute(self, query: Any, params: Any = None) -> Any:
+    def execute(self, query: Query, params: Any = None) -> Cursor:
         return self.run(self._execute, query, params)
 
-    def _execute(self, raw: RawConnection, query: Any, params: Any) -> Any:
+    def _execute(self, raw: RawConnection, query: Query,
+                 params: Any) -> Cursor:
         cursor = raw.cursor()
         try:
             self.send(cursor.execute, query, params)
@@ -274,11 +280,10 @@ class TransactionControl:
         self.send(raw.cursor().execute, None)
 
     def cursor(self, name: Optional[str] = None,
-               scrollable: Optional[bool] = None) -> Any:
+               scrollable: Optional[bool] = None) -> Cursor:
         raw = self.raw
         if raw is None:
-            raise DisconnectionError(
-                'No database connection in this thread; call begin() first.')
+            raise DisconnectionError(_NOT_CONNECTED)
         if name is None:
             return raw.cursor()
         return raw.cursor(name, cursor_factory=DeclaredCursor,
