@@ -13,9 +13,9 @@ import unittest
 import transaction
 
 import canonical.lp
-from canonical.database.chaos import KINDS
-from canonical.database.chaos.report import table
-from canonical.database.chaos.soak import run_soak
+from chaos import KINDS
+from chaos.report import table
+from chaos.soak import run_soak
 
 
 class ShortSoakTest(unittest.TestCase):
