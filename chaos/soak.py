@@ -32,6 +32,7 @@ from canonical.database.cluster import Cluster, default_base
 from canonical.database.reconnect import coordinator_for
 from canonical.database.cluster.conf import PASSWORD_ROLE
 from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.database.ftests.tcpproxy import TCPProxy
 from canonical.lp import initZopeless
 
 __all__ = ['run_soak', 'DBNAME', 'MAX_CONNECTIONS']
@@ -199,8 +200,7 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             conn.close()
         baseline = audit.leftovers(admin, DBNAME, 0, wait=0)['backends']
 
-        from chaos.proxy import ChaosProxy
-        proxy = ChaosProxy('127.0.0.1', cluster.port).start()
+        proxy = TCPProxy('127.0.0.1', cluster.port)
         ztm = initZopeless(dbname=DBNAME,
                            dbhost='127.0.0.1 port=%d' % proxy.port,
                            dbuser=PASSWORD_ROLE,

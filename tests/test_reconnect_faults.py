@@ -17,7 +17,7 @@ from sqlobject import dberrors
 from transaction.interfaces import TransientError
 
 from canonical.database.cluster import Cluster
-from canonical.database.ftests.cutproxy import CuttingProxy
+from canonical.database.ftests.tcpproxy import TCPProxy
 from canonical.database.ftests.logcapture import LogCapture
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import ConnectionFailedError
@@ -365,7 +365,7 @@ class ProxiedTestCase(FaultTestCase):
 
     def setUp(self):
         self.cluster = FaultClusterLayer.cluster
-        self.proxy = CuttingProxy('127.0.0.1', self.cluster.port)
+        self.proxy = TCPProxy('127.0.0.1', self.cluster.port)
         self.ztm = self.install(port=self.proxy.port, **self.options)
         self.log = LogCapture('canonical.database')
 
@@ -409,15 +409,15 @@ class TestLinkDropped(ProxiedTestCase):
         connected.wait()
         # The link dies just after they all connected, the database
         # having answered a moment ago.
-        self.proxy.refusing = True
-        self.proxy.cut_all()
+        self.proxy.refuse()
+        self.proxy.cut()
         before = coordinator.attempts
         go.set()
         time.sleep(1.0)
         # Each thread finds its connection dead; one attempt finds the
         # database gone, then one prober tries every 0.2-0.4 s for all.
         self.assertLessEqual(coordinator.attempts - before, 1 + 5)
-        self.proxy.refusing = False
+        self.proxy.admit()
         for thread in threads:
             thread.join(10)
         self.assertEqual(results, ['sabdfl'] * 20)
@@ -428,16 +428,18 @@ class TestCommitInFlight(ProxiedTestCase):
     def test_outcome_unknown_is_never_reported_as_success(self):
         self.ztm.begin()
         Person.get(1).karma = 500
-        self.proxy.cut_on(b'COMMIT', mode='after')
+        self.proxy.trap('COMMIT', forward=True)
         self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
-        self.assertEqual(self.proxy.cuts, 1)
+        self.assertEqual(self.proxy.sprung, 1)
         self.ztm.abort()
+        # The proxy closes the server's side once it answered.
+        self.proxy.wait(lambda p: p.open_links == 0, what='the COMMIT')
         self.assertEqual(self.karma(), 500)  # it did commit: unknowable
 
     def test_outcome_unknown_when_commit_never_arrived(self):
         self.ztm.begin()
         Person.get(1).karma = 501
-        self.proxy.cut_on(b'COMMIT', mode='before')
+        self.proxy.trap('COMMIT', forward=False)
         self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
         self.ztm.abort()
         self.assertEqual(self.karma(), 130)
@@ -451,7 +453,7 @@ class TestCommitInFlight(ProxiedTestCase):
         filedm = FileDataManager(path, 'x')
         transaction.get().join(filedm)
         # The server prepares; the answer never comes back.
-        self.proxy.cut_on(b'PREPARE TRANSACTION', mode='after')
+        self.proxy.trap('PREPARE TRANSACTION', forward=True)
         self.assertRaises(DisconnectionError, self.ztm.commit)
         self.ztm.abort()
         self.assertFalse(os.path.exists(path))
@@ -469,7 +471,7 @@ class TestCommitInFlightResolved(TestCommitInFlight):
     def test_outcome_unknown_is_never_reported_as_success(self):
         self.ztm.begin()
         Person.get(1).karma = 500
-        self.proxy.cut_on(b'COMMIT', mode='after')
+        self.proxy.trap('COMMIT', forward=True)
         self.ztm.commit()  # resolved: it committed
         self.assertEqual(self.karma(), 500)
 
@@ -477,14 +479,14 @@ class TestCommitInFlightResolved(TestCommitInFlight):
         self.ztm.begin()
         Person.get(1).karma = 501
         # Decided at PREPARE: the lost COMMIT PREPARED is sent again.
-        self.proxy.cut_on(b'COMMIT', mode='before')
+        self.proxy.trap('COMMIT', forward=False)
         self.ztm.commit()
         self.assertEqual(self.karma(), 501)
 
     def test_a_lost_prepare_is_a_definite_failure(self):
         self.ztm.begin()
         Person.get(1).karma = 505
-        self.proxy.cut_on(b'PREPARE TRANSACTION', mode='before')
+        self.proxy.trap('PREPARE TRANSACTION', forward=False)
         self.assertRaises(DisconnectionError, self.ztm.commit)
         self.ztm.abort()
         self.assertEqual(self.karma(), 130)
@@ -499,13 +501,14 @@ class TestCommitInFlightResolved(TestCommitInFlight):
         self.ztm.begin()
         Person.get(1).karma = 503
         transaction.get().join(FileDataManager(path, 'x'))
-        self.proxy.cut_on(b'COMMIT PREPARED', mode='before', then_refuse=True)
+        self.proxy.trap('COMMIT PREPARED', forward=False,
+                        then_refuse=True)
         self.ztm.commit()  # decided: reported committed, finished later
         cursor = self.admin()
         cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
         self.assertEqual(cursor.fetchone()[0], 1)
         self.assertEqual(self.karma(), 130)  # not visible yet
-        self.proxy.refusing = False
+        self.proxy.admit()
         self.ztm.begin()  # the new connection finishes it first
         self.ztm.abort()
         cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
@@ -519,7 +522,7 @@ class TestCommitInFlightResolved(TestCommitInFlight):
         self.ztm.begin()
         Person.get(1).karma = 502
         transaction.get().join(FileDataManager(path, 'x'))
-        self.proxy.cut_on(b'COMMIT PREPARED', mode='before')
+        self.proxy.trap('COMMIT PREPARED', forward=False)
         self.ztm.commit()  # tpc_finish never fails: finished after reconnect
         self.assertEqual(self.karma(), 502)
         cursor = self.admin()
