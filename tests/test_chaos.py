@@ -10,9 +10,8 @@ import shutil
 import tempfile
 import unittest
 
-import transaction
+from zope.testing.cleanup import cleanUp
 
-import canonical.lp
 from chaos import KINDS
 from chaos.report import table
 from chaos.soak import run_soak
@@ -25,9 +24,7 @@ class ShortSoakTest(unittest.TestCase):
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
-        if canonical.lp.isZopeless():
-            canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+        cleanUp()
 
     def test_short_soak_passes_its_audit(self):
         json_path = os.path.join(self.tmp, 'report.json')

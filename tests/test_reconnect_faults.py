@@ -15,6 +15,7 @@ import transaction
 import transaction.interfaces
 from sqlobject import dberrors
 from transaction.interfaces import TransientError
+from zope.testing.cleanup import cleanUp
 
 from canonical.database.cluster import Cluster
 from canonical.database.ftests.tcpproxy import TCPProxy
@@ -57,6 +58,7 @@ class FaultClusterLayer:
 
     @classmethod
     def testTearDown(cls):
+        cleanUp()
         if not cls.cluster.is_running():
             cls.cluster.start()
         cls.setup.tearDown()
@@ -82,8 +84,6 @@ class FaultTestCase(unittest.TestCase):
 
     def tearDown(self):
         self.log.uninstall()
-        self.ztm.uninstall()
-        transaction.manager.explicit = False
 
     def admin(self):
         conn = psycopg2.connect(self.cluster.dsn('launchpad_ftest'))
@@ -366,12 +366,9 @@ class ProxiedTestCase(FaultTestCase):
     def setUp(self):
         self.cluster = FaultClusterLayer.cluster
         self.proxy = TCPProxy('127.0.0.1', self.cluster.port)
+        self.addCleanup(self.proxy.close)
         self.ztm = self.install(port=self.proxy.port, **self.options)
         self.log = LogCapture('canonical.database')
-
-    def tearDown(self):
-        FaultTestCase.tearDown(self)
-        self.proxy.close()
 
     def karma(self):
         cursor = self.admin()

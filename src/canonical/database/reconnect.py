@@ -244,3 +244,19 @@ def coordinator_for(config: IDatabaseConfig) -> ReconnectCoordinator:
         if coordinator is None:
             coordinator = _registry[key] = ReconnectCoordinator(config)
         return coordinator
+
+
+def _reset_registry() -> None:
+    with _registry_lock:
+        _registry.clear()
+
+
+try:
+    # Test isolation: zope.testing.cleanup.cleanUp() forgets every
+    # coordinator, as zope.component's clean-up does its registry.
+    from zope.testing.cleanup import addCleanUp
+except ImportError:
+    pass
+else:
+    addCleanUp(_reset_registry)
+    del addCleanUp
