@@ -1,5 +1,6 @@
 """The test kit's TCP proxy, against the real server: what it counts, and
-each fault it makes (the fault tests show what the library does then)."""
+each fault it makes (the fault tests show what the library does then);
+and the kit's wait_for()."""
 
 import socket
 import threading
@@ -154,3 +155,21 @@ class TestFaults(ProxyTestCase):
         self.proxy.wait(lambda p: p.open_links == 0, what='the answer')
         cursor.execute('SELECT i FROM tcpproxy_trap')
         self.assertEqual(cursor.fetchall(), [(7,)])
+
+
+class TestWaitFor(unittest.TestCase):
+    """The test kit's wait, which the proxy's wait() uses too."""
+
+    def test_returns_the_first_true_value(self):
+        from canonical.database.ftests.waiting import wait_for
+        values = iter([0, None, 'ready'])
+        self.assertEqual(wait_for(lambda: next(values), 5), 'ready')
+
+    def test_times_out_loudly_naming_what_it_waited_for(self):
+        from canonical.database.ftests.interfaces import WaitTimeout
+        from canonical.database.ftests.waiting import wait_for
+        condition = threading.Condition()
+        with self.assertRaises(WaitTimeout) as caught:
+            wait_for(lambda: False, 0.05, 'the moon', condition=condition)
+        self.assertIsInstance(caught.exception, AssertionError)
+        self.assertIn('waiting for the moon', str(caught.exception))

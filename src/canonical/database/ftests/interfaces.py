@@ -3,7 +3,12 @@
 from zope.interface import Attribute
 from zope.interface import Interface
 
-__all__ = ['ITCPProxy']
+__all__ = ['ITCPProxy', 'WaitTimeout']
+
+
+class WaitTimeout(AssertionError):
+    """The state a test waited for did not come in time (see
+    canonical.database.ftests.waiting.wait_for)."""
 
 
 class ITCPProxy(Interface):

@@ -11,14 +11,12 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from canonical.database.ftests.interfaces import WaitTimeout
+
 __all__ = ['WaitTimeout', 'wait_for']
 
 # How often a predicate nobody signals is looked at again.
 _POLL_SECONDS = 0.005
-
-
-class WaitTimeout(AssertionError):
-    """The state a test waited for did not come in time."""
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
