@@ -184,7 +184,7 @@ class Link:
                     trap = proxy._take_trap(message)
                     if trap is not None:
                         self._spring(b''.join(out) + message.raw, trap)
-                        return
+                        return  # the server's side ends after its answer
                     out.append(message.raw)
                 if out:
                     self.to_server.send(b''.join(out), proxy.delay_up)

@@ -229,4 +229,5 @@ class TCPProxy:
             links = list(self._links)
         for link in links:
             link.cut()
-            link.thread.join(5)
+            if link.thread.ident is not None:  # started
+                link.thread.join(5)
