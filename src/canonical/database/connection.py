@@ -11,6 +11,7 @@ sent again.  Statements after the BEGIN are never replayed.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import time
@@ -20,6 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from zope.interface import implementer
 
+from canonical.database import forksafety
 from canonical.database.classify import is_disconnect
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
@@ -77,6 +79,7 @@ class ReconnectingConnection:
 
     def __init__(self, config: IDatabaseConfig) -> None:
         self.config = config
+        self._pid = os.getpid()  # whose connection and coordinator these are
         self.raw: Any = None
         self._coordinator = coordinator_for(config)
         self._poller: Any = None
@@ -84,6 +87,16 @@ class ReconnectingConnection:
         self.reconnects = 0
 
     # -- connecting --------------------------------------------------------
+
+    @property
+    def raw(self) -> Any:
+        # One inherited across fork() is the parent's, silenced in this
+        # process (see forksafety): here it is not connected.
+        return self._raw if self._pid == os.getpid() else None
+
+    @raw.setter
+    def raw(self, value: Any) -> None:
+        self._raw = value
 
     def death_reason(self) -> Optional[str]:
         """Why the connection is known dead without a round trip, or None.
@@ -101,6 +114,11 @@ class ReconnectingConnection:
         return None
 
     def ensure_connected(self) -> Any:
+        if self._pid != os.getpid():
+            # Made in the parent before fork(): start afresh in this process.
+            self._raw = self._poller = None
+            self._coordinator = coordinator_for(self.config)
+            self._pid = os.getpid()
         if self.raw is None:
             return self._connect(lost=False)
         reason = self.death_reason()
@@ -116,6 +134,7 @@ class ReconnectingConnection:
         raw = self._coordinator.connect(deadline, reason='lost' if lost
                                         else None)
         self._isolation = None
+        self._pid = forksafety.adopt(raw)
         self.raw = raw
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)

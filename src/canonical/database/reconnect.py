@@ -24,7 +24,8 @@ from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
 
-__all__ = ['ReconnectCoordinator', 'coordinator_for', 'Backoff']
+__all__ = ['ReconnectCoordinator', 'coordinator_for', 'Backoff',
+           'reset_after_fork']
 
 log = logging.getLogger('canonical.database.reconnect')
 
@@ -244,3 +245,16 @@ def coordinator_for(config: IDatabaseConfig) -> ReconnectCoordinator:
         if coordinator is None:
             coordinator = _registry[key] = ReconnectCoordinator(config)
         return coordinator
+
+
+def reset_after_fork() -> None:
+    """Forget every coordinator; called in a child process right after fork
+    (see canonical.database.forksafety).
+
+    The parent's coordinators count the parent's connections and outages,
+    and their locks may be held by parent threads that do not exist in the
+    child: the child starts with none, and coordinator_for() makes new ones.
+    """
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _registry.clear()
