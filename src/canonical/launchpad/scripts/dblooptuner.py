@@ -22,6 +22,7 @@ from canonical.database.reconnect import coordinator_for
 from canonical.launchpad.scripts.completion import abort_quietly
 from canonical.launchpad.scripts.interfaces import IDBLoopTuner
 from canonical.launchpad.scripts.looptuner import LoopTuner
+from canonical.launchpad.scripts.looptuner import is_retryable
 
 __all__ = ['DBLoopTuner']
 
@@ -147,7 +148,16 @@ class DBLoopTuner(LoopTuner):
         started = next_report = None
         try:
             while not self._out_of_time():
-                reasons = self._strain()
+                try:
+                    reasons = self._strain()
+                except Exception as error:
+                    if not is_retryable(error):
+                        raise
+                    # The link died under the check: the next chunk's
+                    # begin() waits for the database and measures it.
+                    abort_quietly()
+                    self.log.debug('Could not check the database: %s', error)
+                    break
                 if not reasons:
                     break
                 abort_quietly()  # never be a long transaction ourselves

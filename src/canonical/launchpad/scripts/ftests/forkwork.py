@@ -57,10 +57,17 @@ def in_child(work: Any, *args: Any) -> 'tuple[int, int]':
     return pid, read
 
 
-def result_of(pid: int, read: int) -> Any:
-    """What the child of in_child() reported, once it has exited."""
+def result_of(pid: int, read: int, timeout: float = 60.0) -> Any:
+    """What the child of in_child() reported, once it has exited.  A child
+    silent for ``timeout`` seconds is killed, and AssertionError raised."""
     import ast
+    import select
+    import signal
     with os.fdopen(read) as f:
+        if not select.select([f], [], [], timeout)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError('child %d hung' % pid)
         text = f.read()
     os.waitpid(pid, 0)
     return ast.literal_eval(text)

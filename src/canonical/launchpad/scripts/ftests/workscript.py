@@ -2,6 +2,7 @@
 
 Each row is one item; doing it adds 1 to its ``times_done`` and records
 the chunk number, so a test sees exactly what committed, and how often.
+A run does the items no earlier run has done.
 The script prints marker lines on stdout that tests wait for:
 
 ``LOCKED pid=N``            the lock is held and the loop is about to start
@@ -117,7 +118,8 @@ class WorkScript(LaunchpadCronScript):
             return
         self.txn.begin()
         ids = [row[0] for row in self.txn.connection().execute(
-            'SELECT id FROM work_item ORDER BY id').fetchall()]
+            'SELECT id FROM work_item WHERE times_done = 0 '
+            'ORDER BY id').fetchall()]
         self.txn.abort()
         loop = WorkLoop(self, ids)
         if self.options.goal:
