@@ -202,12 +202,19 @@ class LaunchpadScript:
     def _install_txn(self, isolation: str, implicitBegin: bool) -> None:
         from canonical.lp import initZopeless
         from canonical.lp import installedTransactionManager
-        self._installed_txn = installedTransactionManager() is None
         options = self.options
-        self.txn = initZopeless(
-            dbname=options.dbname, dbhost=options.dbhost,
-            dbuser=options.dbuser or self.dbuser, isolation=isolation,
-            implicitBegin=implicitBegin, **self.database_settings)
+        installed = installedTransactionManager()
+        if installed is not None and options.dbname is options.dbhost is \
+                options.dbuser is None:
+            # Installed by whoever runs the script (a test, a daemon that
+            # runs several): theirs to keep.
+            self.txn, self._installed_txn = installed, False
+        else:
+            self.txn = initZopeless(
+                dbname=options.dbname, dbhost=options.dbhost,
+                dbuser=options.dbuser or self.dbuser, isolation=isolation,
+                implicitBegin=implicitBegin, **self.database_settings)
+            self._installed_txn = installed is None
         if self.is_dry_run:
             self._dry_run = DryRunGuard(self.logger)
             self._dry_run.install()

@@ -160,13 +160,13 @@ class LoopTuner:
         stats.chunk_sizes.append(size)
         old = self.chunk_size
         if seconds <= 0:
-            ideal = old * MAX_STEP
+            new = old * MAX_STEP  # too quick to measure
         elif done <= 0:
-            ideal = old  # nothing learnt
+            new = old  # nothing learnt
         else:
             ideal = done / seconds * self.goal_seconds
-        new = math.sqrt(old * ideal)
-        new = max(old / MAX_STEP, min(old * MAX_STEP, new))
+            new = max(old / MAX_STEP, min(old * MAX_STEP,
+                                          math.sqrt(old * ideal)))
         self.chunk_size = float(max(self.minimum_chunk_size,
                                     min(self.maximum_chunk_size, new)))
         self.log.debug('Chunk %d: %d items in %.3f s (%s items/s); next '
