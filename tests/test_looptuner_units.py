@@ -269,7 +269,7 @@ class TestDatabaseChecks(DatabaseTestCase):
         return DBLoopTuner(Job(None, 0, 0), 1.0, **kw)
 
     def test_long_transactions_of_this_database(self):
-        ztm = initZopeless(implicitBegin=False)
+        initZopeless(implicitBegin=False)
         old = LaunchpadLayer.harness.connect()
         old.cursor().execute('SELECT 1')
         deadline = time.monotonic() + 10

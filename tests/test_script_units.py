@@ -372,7 +372,7 @@ class TestDryRun(TempDirMixin, unittest.TestCase):
             'Dry run: rolling back instead of committing.'), 3)
 
     def test_implicit_transactions_too(self):
-        ztm = initZopeless(implicitBegin=True)
+        initZopeless(implicitBegin=True)
         guard = DryRunGuard(log)
         guard.install()
         self.addCleanup(guard.uninstall)
@@ -467,6 +467,32 @@ class TestSignalDuringCommit(SignalTestCase):
         signal.raise_signal(signal.SIGTERM)   # nothing raised
         time.sleep(0.01)
         self.assertEqual(self.handler.received, signal.SIGINT)
+
+
+class TestShieldedFrames(SignalTestCase):
+    """A signal landing in the framework's own step from main() to the
+    cleanup is delivered again, so it never skips the cleanup."""
+
+    def shielded_step(self):
+        signal.raise_signal(signal.SIGTERM)  # handled in this very frame
+        return 'carried on'
+
+    def setUp(self):
+        SignalTestCase.setUp(self)
+        self.handler.shielded = frozenset({self.shielded_step.__code__})
+
+    def test_delivered_again_outside(self):
+        self.assertEqual(self.shielded_step(), 'carried on')
+        self.assertEqual(self.raised_within(2).signum, signal.SIGTERM)
+
+    def test_ignored_once_stopping(self):
+        self.assertEqual(self.shielded_step(), 'carried on')
+        self.handler.stopping = True
+        deadline = time.monotonic() + 5
+        while self.handler._timer is not None:   # the redelivery is due
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.001)
+        self.assertFalse(self.handler.raised)
 
 
 class TestSignalWhileWaitingForTheDatabase(SignalTestCase):

@@ -97,8 +97,8 @@ class TestOneRunAtATime(ScriptTestCase):
         second = self.start()
         self.assertEqual(second.wait(), 1, second.output())
         message = second.wait_for('already running', 'err').string
-        self.assertIn('process %d holds the lock %s' % (first.pid,
-                                                         lock.path), message)
+        self.assertIn('process %d holds the lock %s'
+                      % (first.pid, lock.path), message)
         self.assertEqual(second.lines['out'], [])   # it never started
         open(self.go, 'w').close()
         self.assertEverythingDoneOnce(first)

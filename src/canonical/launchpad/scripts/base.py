@@ -96,7 +96,8 @@ class LaunchpadScript:
         self.logger = logging.getLogger(self.name)
         self.txn: Any = None
         self.lock = ScriptLock(self.name, self.lock_dir)
-        self.interrupts = InterruptHandler(self.logger)
+        self.interrupts = InterruptHandler(
+            self.logger, shielded=[LaunchpadScript.run_with_status])
         self._installed_txn = False
         self._dry_run: Optional[DryRunGuard] = None
         self._skipped = False
@@ -118,7 +119,7 @@ class LaunchpadScript:
         """False when the script must not run now (LaunchpadCronScript)."""
         return True
 
-    # -- running ---------------------------------------------------------------
+    # -- running --------------------------------------------------------------
 
     def lock_or_die(self) -> None:
         try:
@@ -150,22 +151,26 @@ class LaunchpadScript:
         logs = LogSetup(self.options, self.log_stream)
         logs.install()
         self.interrupts.install()
+        status = 1
         try:
-            try:
-                status = self._guarded(use_lock, isolation, implicitBegin)
-            except ScriptInterrupted as e:  # arrived as main() returned
-                status = e.exit_status
-            self.interrupts.stopping = True
-            if os.getpid() != pid:
-                # A forked child came back from main(): the lock, the log
-                # and the connections are its parent's business.
-                os._exit(status)
-            self._release_everything()
-            self._report_end(status, time.monotonic() - started)
-            return status
+            status = self._guarded(use_lock, isolation, implicitBegin)
         finally:
-            self.interrupts.uninstall()
-            logs.uninstall()
+            # A signal that lands right here, in this frame, is delivered
+            # again a moment later (see InterruptHandler.shielded): to
+            # the cleanup, which ignores it once stopping is set.
+            self.interrupts.stopping = True
+            try:
+                if os.getpid() != pid:
+                    # A forked child came back from main(): the lock, the
+                    # log and the connections are its parent's business.
+                    os._exit(status)
+                self._release_everything()
+                self._report_end(status, time.monotonic() - started,
+                                 use_lock)
+            finally:
+                self.interrupts.uninstall()
+                logs.uninstall()
+        return status
 
     def _guarded(self, use_lock: bool, isolation: str,
                  implicitBegin: bool) -> int:
@@ -245,14 +250,15 @@ class LaunchpadScript:
                             'not starting another run.', self.name, holder,
                             error.path)
 
-    def _report_end(self, status: int, seconds: float) -> None:
+    def _report_end(self, status: int, seconds: float,
+                    locked: bool) -> None:
         interrupts = self.interrupts
         if interrupts.raised:
             self.logger.warning(
                 'Stopped by %s after %.3f s: the transaction in progress was '
-                'rolled back, the connections closed and the lock released '
-                '(exit status %d).', _signame(interrupts.received), seconds,
-                status)
+                'rolled back, the connections closed%s (exit status %d).',
+                _signame(interrupts.received), seconds,
+                ' and the lock released' if locked else '', status)
         elif interrupts.received is not None:
             self.logger.info('%s came as the run ended; its work is done.',
                              _signame(interrupts.received))

@@ -70,7 +70,7 @@ class DBLoopTuner(LoopTuner):
             self.cooldown_poll_seconds = cooldown_poll_seconds
         self._told_blind = False
 
-    # -- the checks --------------------------------------------------------------
+    # -- the checks -----------------------------------------------------------
 
     def longRunningTransactions(self) -> List[Blocker]:
         with self._transaction() as db:
@@ -130,7 +130,7 @@ class DBLoopTuner(LoopTuner):
             if began:
                 ztm.abort()
 
-    # -- LoopTuner hooks ---------------------------------------------------------
+    # -- LoopTuner hooks ------------------------------------------------------
 
     def _coolDown(self) -> None:
         super()._coolDown()

@@ -18,6 +18,8 @@ Exit statuses of a script run
 * 2: the command line was wrong (optparse's usage message).
 """
 
+from typing import Optional
+
 from zope.interface import Attribute
 from zope.interface import Interface
 
@@ -55,7 +57,8 @@ class LaunchpadScriptFailure(Exception):
 
     exit_status = 1
 
-    def __init__(self, message: str = '', exit_status: int = None) -> None:
+    def __init__(self, message: str = '',
+                 exit_status: Optional[int] = None) -> None:
         super().__init__(message)
         if exit_status is not None:
             self.exit_status = exit_status
@@ -77,7 +80,7 @@ class CronControlError(LaunchpadScriptFailure):
 class LockHeldError(Exception):
     """Another run of the script holds its lock."""
 
-    def __init__(self, path: str, pid: 'int | None') -> None:
+    def __init__(self, path: str, pid: Optional[int]) -> None:
         self.path = path
         self.pid = pid
         holder = 'process %d' % pid if pid else 'another process'
@@ -210,6 +213,10 @@ class IInterruptHandler(Interface):
     deferred = Attribute(
         "True when the signal arrived during a commit or an abort.")
     stopping = Attribute("Set when the script stops: signals only log.")
+    shielded = Attribute(
+        "Code objects a signal must not land in directly (the framework's "
+        "own step from main() to the cleanup): it is delivered again a "
+        "moment later instead.")
 
     def install():
         """Install the handlers (main thread only); False elsewhere."""

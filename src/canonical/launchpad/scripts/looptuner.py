@@ -216,7 +216,7 @@ class LoopTuner:
                 raise
             self.log.exception('cleanUp() failed as well.')
 
-    # -- between chunks --------------------------------------------------------
+    # -- between chunks -------------------------------------------------------
 
     def _coolDown(self) -> None:
         """Pause before a chunk: cooldown_time after the first, if any."""
@@ -229,7 +229,7 @@ class LoopTuner:
             seconds = min(seconds, max(0.0, left))
         time.sleep(seconds)
 
-    # -- outages (DBLoopTuner measures them) -----------------------------------
+    # -- outages (DBLoopTuner measures them) ----------------------------------
 
     def _outage_marker(self) -> Any:
         return None
@@ -238,7 +238,7 @@ class LoopTuner:
         """Seconds of the last chunk spent waiting for a lost database."""
         return 0.0
 
-    # -- reporting ---------------------------------------------------------------
+    # -- reporting ------------------------------------------------------------
 
     def _maybe_report_progress(self) -> None:
         now = self._time()
@@ -251,8 +251,8 @@ class LoopTuner:
         remaining = estimate() if estimate is not None else None
         left = ''
         if remaining is not None and rate > 0:
-            left = ', %d left, about %s' % (remaining,
-                                           _duration(remaining / rate))
+            left = ', %d left, about %s' % (
+                remaining, _duration(remaining / rate))
         self.log.info('Progress: %d items done in %d chunks, chunk size %d, '
                       '%.1f items/s%s.', self.stats.items, self.stats.chunks,
                       self._next_size(), rate, left)

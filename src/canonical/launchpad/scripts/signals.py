@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 from types import FrameType
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from zope.interface import implementer
 
@@ -37,8 +37,12 @@ _REDELIVERY_SECONDS = 0.005
 class InterruptHandler:
     """See IInterruptHandler."""
 
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: logging.Logger,
+                 shielded: Iterable[Callable[..., Any]] = ()) -> None:
         self.log = log
+        # Functions whose own instructions a signal must not land in: it
+        # is delivered again a moment later, when they have moved on.
+        self.shielded = frozenset(function.__code__ for function in shielded)
         self.received: Optional[int] = None
         self.raised = False
         self.deferred = False
@@ -78,6 +82,9 @@ class InterruptHandler:
             self.log.info('Received %s%s.', name, ' again: already stopping'
                           if self.raised or self.stopping else '')
         if self.stopping or self.raised:
+            return
+        if frame is not None and frame.f_code in self.shielded:
+            self._deliver_again(signum)
             return
         what = completing(frame)
         if what is not None:
