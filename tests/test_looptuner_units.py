@@ -305,3 +305,44 @@ class TestDatabaseChecks(DatabaseTestCase):
         self.assertEqual(tuner._strain(), [])
         self.assertEqual(len([line for line in capture.lines()
                               if 'grant it pg_monitor' in line]), 1)
+
+
+class LaggingTuner(DBLoopTuner):
+    """Standbys whose replay lag the test decides, check by check: the
+    view of pg_stat_replication that a server without standbys cannot
+    give."""
+
+    def __init__(self, lags, *args, **kw):
+        self.lags = list(lags)
+        super().__init__(*args, **kw)
+
+    def _lag_row(self):
+        lag = self.lags.pop(0) if len(self.lags) > 1 else self.lags[0]
+        return lag
+
+
+class TestReplicationLag(DatabaseTestCase):
+
+    def test_the_loop_waits_while_a_standby_lags(self):
+        initZopeless(implicitBegin=False)
+        clock = Clock()
+        job = Job(clock, 3, 0.1)
+        capture = LogCapture('canonical.launchpad.scripts')
+        self.addCleanup(capture.uninstall)
+        tuner = LaggingTuner(
+            [(2, 45.0, True), (2, 31.0, True), (2, 2.5, True)], job, 1.0,
+            cooldown_poll_seconds=0.01)
+        stats = tuner.run()
+        self.assertEqual((stats.done, stats.cooldowns), (True, 1))
+        waits = [line for line in capture.lines() if 'Cooling' in line]
+        self.assertEqual(len(waits), 1)   # one line per wait, not per poll
+        self.assertIn('replication lag 45.0 s (threshold 30.0 s)', waits[0])
+        self.assertTrue(any('Cooled down for' in line
+                            for line in capture.lines()))
+
+    def test_what_the_lag_row_means(self):
+        lag = DBLoopTuner._lag
+        self.assertIsNone(lag((0, None, True)))     # no standbys
+        self.assertIsNone(lag((1, 12.0, False)))    # cannot see it
+        self.assertEqual(lag((1, None, True)), 0.0)  # caught up, idle
+        self.assertEqual(lag((2, 12.5, True)), 12.5)

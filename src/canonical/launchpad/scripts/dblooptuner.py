@@ -11,7 +11,6 @@ than ``long_transaction_seconds``, or a standby lags by more than
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Tuple
 
@@ -171,7 +170,7 @@ class DBLoopTuner(LoopTuner):
                         self.log.info('Cooling down%s: %s.', '' if
                                       now == started else ' (%.0f s so far)'
                                       % (now - started), reason)
-                time.sleep(self.cooldown_poll_seconds)
+                self._sleep(self.cooldown_poll_seconds)
         finally:
             if started is not None:
                 seconds = self._time() - started
