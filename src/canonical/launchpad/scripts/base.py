@@ -26,12 +26,13 @@ import os
 import sys
 import time
 from optparse import OptionParser
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, TextIO
 
 from zope.interface import implementer
 
 from canonical.database.interfaces import ConfigurationError
 from canonical.database.interfaces import ConnectionFailedError
+from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.database.isolation import READ_COMMITTED_ISOLATION
 from canonical.launchpad.scripts.completion import abort_quietly
 from canonical.launchpad.scripts.dryrun import DryRunGuard
@@ -70,7 +71,7 @@ class LaunchpadScript:
     supports_dry_run = False
     database_settings: Dict[str, Any] = {}
     lock_dir: Optional[str] = None    # None: see lock.default_lock_dir()
-    log_stream: Any = None            # None: sys.stderr
+    log_stream: Optional[TextIO] = None   # None: sys.stderr
 
     def __init__(self, name: Optional[str] = None,
                  dbuser: Optional[str] = None,
@@ -94,7 +95,7 @@ class LaunchpadScript:
             except ValueError as e:
                 self.parser.error(str(e))
         self.logger = logging.getLogger(self.name)
-        self.txn: Any = None
+        self.txn: Optional[IZopelessTransactionManager] = None
         self.lock = ScriptLock(self.name, self.lock_dir)
         self.interrupts = InterruptHandler(
             self.logger, shielded=[LaunchpadScript.run_with_status])

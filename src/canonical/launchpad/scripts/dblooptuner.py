@@ -17,6 +17,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 from zope.interface import implementer
 
 from canonical.database.interfaces import TransactionInProgressError
+from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.reconnect import ReconnectCoordinator
 from canonical.database.reconnect import coordinator_for
 from canonical.launchpad.scripts.completion import abort_quietly
 from canonical.launchpad.scripts.interfaces import IDBLoopTuner
@@ -111,7 +113,7 @@ class DBLoopTuner(LoopTuner):
         return reasons
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self) -> Iterator[IDatabaseConnection]:
         """This thread's IDatabaseConnection, in the transaction in
         progress or, with explicit begin, in a short one of its own."""
         from canonical.lp import installedTransactionManager
@@ -178,11 +180,11 @@ class DBLoopTuner(LoopTuner):
                 self.log.info('Cooled down for %.2f s; carrying on.',
                               seconds)
 
-    def _outage_marker(self) -> Any:
+    def _outage_marker(self) -> Optional[int]:
         coordinator = self._coordinator()
         return None if coordinator is None else coordinator.outages
 
-    def _downtime_since(self, marker: Any) -> float:
+    def _downtime_since(self, marker: Optional[int]) -> float:
         coordinator = self._coordinator()
         if coordinator is None or marker is None or \
                 coordinator.outages == marker or coordinator.in_outage:
@@ -190,7 +192,7 @@ class DBLoopTuner(LoopTuner):
         return coordinator.last_downtime
 
     @staticmethod
-    def _coordinator() -> Any:
+    def _coordinator() -> Optional[ReconnectCoordinator]:
         from canonical.lp import installedTransactionManager
         ztm = installedTransactionManager()
         return None if ztm is None else coordinator_for(ztm.config)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 import transaction
 from transaction.interfaces import ISynchronizer
+from transaction.interfaces import ITransaction
+from transaction.interfaces import ITransactionManager
 from zope.interface import implementer
 
 from canonical.launchpad.scripts.completion import completing
@@ -31,7 +33,7 @@ class DryRunGuard:
     def __init__(self, log: logging.Logger) -> None:
         self.log = log
         self.rolled_back = 0
-        self._manager: Optional[Any] = None
+        self._manager: Optional[ITransactionManager] = None
 
     def install(self) -> None:
         # The calling thread's own manager, to unregister from it later.
@@ -48,10 +50,10 @@ class DryRunGuard:
 
     # -- ISynchronizer -----------------------------------------------------
 
-    def newTransaction(self, txn: Any) -> None:
+    def newTransaction(self, txn: ITransaction) -> None:
         pass
 
-    def beforeCompletion(self, txn: Any) -> None:
+    def beforeCompletion(self, txn: ITransaction) -> None:
         if completing(inspect.currentframe()) != 'commit':
             return  # an abort: nothing to change
         self.rolled_back += 1
@@ -59,5 +61,5 @@ class DryRunGuard:
                      'Dry run: rolling back instead of committing.')
         txn.abort()
 
-    def afterCompletion(self, txn: Any) -> None:
+    def afterCompletion(self, txn: ITransaction) -> None:
         pass

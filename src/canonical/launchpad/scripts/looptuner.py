@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from transaction.interfaces import TransientError
 from zope.interface import implementer
@@ -231,10 +231,10 @@ class LoopTuner:
 
     # -- outages (DBLoopTuner measures them) ----------------------------------
 
-    def _outage_marker(self) -> Any:
+    def _outage_marker(self) -> Optional[int]:
         return None
 
-    def _downtime_since(self, marker: Any) -> float:
+    def _downtime_since(self, marker: Optional[int]) -> float:
         """Seconds of the last chunk spent waiting for a lost database."""
         return 0.0
 

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 from zope.interface import implementer
 
 from canonical.launchpad.scripts.dblooptuner import DBLoopTuner
+from canonical.launchpad.scripts.interfaces import ILoopTuner
 from canonical.launchpad.scripts.interfaces import ITunableLoop
 from canonical.launchpad.scripts.interfaces import ITunableLoopCleanUp
 from canonical.launchpad.scripts.interfaces import ITunableLoopEstimate
@@ -50,7 +51,7 @@ class TunableLoop:
                  abort_time: Optional[float] = None) -> None:
         self.log = log
         self.abort_time = abort_time
-        self.tuner: Any = None
+        self.tuner: Optional[ILoopTuner] = None
 
     def isDone(self) -> bool:
         raise NotImplementedError
