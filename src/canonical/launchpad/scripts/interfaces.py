@@ -14,7 +14,9 @@ Exit statuses of a script run
   interrupted.  The transaction in progress was rolled back, the
   connections closed and the lock released first.  A signal that arrives
   while a transaction commits or aborts takes effect when that has
-  finished: a unit of work is never half committed.
+  finished: a unit of work is never half committed.  Signals reach the
+  main thread only: a script whose threads run transactions catches
+  ScriptInterrupted, stops them and joins them before it lets it go on.
 * 2: the command line was wrong (optparse's usage message).
 """
 

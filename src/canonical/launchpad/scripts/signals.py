@@ -15,6 +15,7 @@ from __future__ import annotations
 import _thread
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any, Callable, Dict, Iterable, Optional
@@ -95,7 +96,7 @@ class InterruptHandler:
             self._deliver_again(signum)
             return
         self.raised = True
-        raise ScriptInterrupted(signum)
+        raise ScriptInterrupted(self.received)  # the first, if several
 
     def _deliver_again(self, signum: int) -> None:
         with self._lock:
@@ -113,4 +114,8 @@ class InterruptHandler:
                 self._again = True
                 # Runs this handler again in the main thread; no OS signal,
                 # so nothing can reach a default handler restored meanwhile.
-                _thread.interrupt_main(signum)
+                # (Python 3.9 can only simulate SIGINT, which is ours too.)
+                if sys.version_info >= (3, 10):
+                    _thread.interrupt_main(signum)
+                else:
+                    _thread.interrupt_main()
