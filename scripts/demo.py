@@ -122,8 +122,9 @@ class KarmaCronScript(LaunchpadCronScript):
         print('  chunks run again      %d' % stats.retries)
         print('  database downtime     %.2f s' % stats.downtime)
         print('  loop took             %.2f s' % stats.elapsed)
-        print('  exactly once          %s' % ('yes' if exactly_once
-                                              else 'NO'))
+        print('  exactly once          %s%s' % (
+            'yes' if exactly_once else 'NO',
+            ' (a dry run: nothing kept)' if self.is_dry_run else ''))
         print()
         if not exactly_once:
             raise LaunchpadScriptFailure('The awards do not add up.')
