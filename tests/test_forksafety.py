@@ -29,9 +29,6 @@ from canonical.testing.layers import LaunchpadLayer
 CHILDREN = 4
 TRANSACTIONS = 30
 
-# Figures of the last run, for the record.
-figures = {}
-
 
 def condition_lock(coordinator):
     """The lock of a coordinator's condition (private: reset_after_fork
@@ -83,10 +80,6 @@ class TestForkedChildren(ForkTestCase):
         self.assertEqual(Person.get(2).karma,
                          235 + (CHILDREN + 1) * TRANSACTIONS)
         self.ztm.abort()
-        figures['os.fork'] = dict(
-            children=CHILDREN, transactions_each=TRANSACTIONS,
-            distinct_backends=len(backends | {self.parent_backend}),
-            errors=0)
 
     def test_a_multiprocessing_pool_beside_the_parent(self):
         context = multiprocessing.get_context('fork')
@@ -97,10 +90,6 @@ class TestForkedChildren(ForkTestCase):
         backends = self.assertAllWell(reports, parent)
         workers = {report['pid'] for report in reports}
         self.assertEqual(len(backends), len(workers))
-        figures['multiprocessing'] = dict(
-            workers=len(workers), tasks=16, transactions_each=10,
-            distinct_backends=len(backends | {self.parent_backend}),
-            errors=0)
 
     def test_a_lock_held_by_a_parent_thread_at_fork_does_not_hang_the_child(
             self):

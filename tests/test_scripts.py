@@ -27,9 +27,9 @@ from canonical.testing.layers import LaunchpadLayer
 TERMINATED = INTERRUPTED_STATUS_BASE + signal.SIGTERM   # 143
 INTERRUPTED = INTERRUPTED_STATUS_BASE + signal.SIGINT   # 130
 
-# Seconds from a signal to the end of the process, by situation: figures
-# for the record, read by whoever runs the tests with -vv.
-exit_times = {}
+# A stopped script is gone this soon after the signal, however loaded the
+# machine; typically within 0.1 s.
+PROMPTLY = 5.0
 
 
 class ScriptTestCase(unittest.TestCase):
@@ -126,7 +126,7 @@ class TestSignals(ScriptTestCase):
         upto = self.committed_upto(process, 3)
         process.wait_for('INCHUNK chunk=4')
         process.send(signal.SIGTERM)
-        exit_times['mid-chunk'] = process.seconds_to_exit()
+        self.assertLess(process.seconds_to_exit(), PROMPTLY)
         self.assertEqual(process.status, TERMINATED, process.output())
         process.wait_for('Stopped by SIGTERM', 'err')
         # The chunks before were committed; the one cut off, not at all.
@@ -145,7 +145,7 @@ class TestSignals(ScriptTestCase):
             process = self.start('--idle')
             process.wait_for('IDLE')
             process.send(signum)
-            exit_times['idle'] = process.seconds_to_exit()
+            self.assertLess(process.seconds_to_exit(), PROMPTLY)
             self.assertEqual(process.status, status, process.output())
         self.assertNoBackendLeft()
 
@@ -177,7 +177,7 @@ class TestLostDatabase(ForwardedTestCase):
         # Well into the wait: the prober's third attempt has failed.
         process.wait_for(r'Reconnect attempt 3 .* failed', 'err')
         process.send(signal.SIGTERM)
-        exit_times['waiting for the database'] = process.seconds_to_exit()
+        self.assertLess(process.seconds_to_exit(), PROMPTLY)
         self.assertEqual(process.status, TERMINATED, process.output())
         self.assertEqual(self.times_done(), {1: upto, 0: self.items - upto})
         self.assertIsNone(ScriptLock('workscript', self.tmp).holder_pid())
