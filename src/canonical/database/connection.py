@@ -20,6 +20,7 @@ import psycopg2
 import psycopg2.extensions
 from zope.interface import implementer
 
+from canonical.database import forksafety
 from canonical.database.classify import is_disconnect
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
@@ -81,6 +82,7 @@ class ReconnectingConnection:
 
     def __init__(self, config: IDatabaseConfig) -> None:
         self.config = config
+        self._owner = forksafety.generation()  # whose connection this is
         self.raw: Optional[RawConnection] = None
         self._coordinator: IReconnectCoordinator = coordinator_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
@@ -89,6 +91,16 @@ class ReconnectingConnection:
         self.reconnects = 0
 
     # -- connecting --------------------------------------------------------
+
+    @property
+    def raw(self) -> Optional[RawConnection]:
+        # One inherited across fork() is the parent's, silenced in this
+        # process (see forksafety): here it is not connected.
+        return self._raw if self._owner == forksafety.generation() else None
+
+    @raw.setter
+    def raw(self, value: Optional[RawConnection]) -> None:
+        self._raw = value
 
     def death_reason(self) -> Optional[str]:
         """Why the connection is known dead without a round trip, or None.
@@ -106,6 +118,12 @@ class ReconnectingConnection:
         return None
 
     def ensure_connected(self) -> RawConnection:
+        if self._owner != forksafety.generation():
+            # Made before fork(): this process starts afresh.
+            self._raw = self._poller = None
+            self._coordinator = coordinator_for(self.config)
+            self.prepared = prepared_for(self.config)
+            self._owner = forksafety.generation()
         if self.raw is None:
             return self._connect(lost=False)
         reason = self.death_reason()
@@ -121,6 +139,7 @@ class ReconnectingConnection:
         raw = self._coordinator.connect(self.config, deadline,
                                         reason='lost' if lost else None)
         self._isolation = None
+        self._owner = forksafety.adopt(raw)
         self.raw = raw
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
