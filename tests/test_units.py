@@ -447,3 +447,44 @@ class TestTransactionPrivates(unittest.TestCase):
         finally:
             txn._resources[:] = []
             manager.abort()
+
+
+class TestInterruptedWaits(unittest.TestCase):
+    """A signal handler raising inside the coordinator (a script's SIGTERM)
+    leaves no slot taken: other threads are not left waiting for a probe
+    or an attempt nobody is making."""
+
+    def refusing_connector(self, config):
+        raise psycopg2.OperationalError('connection refused')
+
+    def test_interrupted_prober_frees_its_slot(self):
+        config = DatabaseConfig(dbname='db', environ={})
+
+        class Interrupting:
+            # Raises where the prober reads its settings, before it makes
+            # any attempt: the gap the slot must also cover.
+            def __getattr__(self, name):
+                if name == 'reconnect_initial_delay':
+                    raise KeyboardInterrupt
+                return getattr(config, name)
+
+        coordinator = reconnect.ReconnectCoordinator(
+            config, connector=self.refusing_connector)
+        with self.assertRaises(KeyboardInterrupt):
+            coordinator.connect(Interrupting())
+        self.assertTrue(coordinator.in_outage)
+        self.assertIsNone(coordinator._prober)
+        self.assertEqual(coordinator._in_flight, 0)
+
+    def test_interrupted_attempt_frees_the_in_flight_count(self):
+        config = DatabaseConfig(dbname='db', environ={})
+
+        def interrupted(config):
+            raise KeyboardInterrupt
+
+        coordinator = reconnect.ReconnectCoordinator(config,
+                                                     connector=interrupted)
+        with self.assertRaises(KeyboardInterrupt):
+            coordinator.connect(config)
+        self.assertEqual(coordinator._in_flight, 0)
+        self.assertEqual(coordinator.refusals, {})
