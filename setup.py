@@ -23,6 +23,6 @@ setup(
         'Twisted>=22',
     ],
     extras_require={
-        'test': ['zope.testrunner>=6', 'hypothesis>=6'],
+        'test': ['zope.testrunner>=6', 'hypothesis>=6', 'zope.testing>=6'],
     },
 )

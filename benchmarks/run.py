@@ -126,8 +126,8 @@ def main(argv=None):
                         client_cpu_us_per_tx=cpu[name])
 
     if wanted('roundtrips'):
-        from benchmarks.proxy import CountingProxy
-        proxy = CountingProxy(cluster.host, cluster.port)
+        from canonical.database.ftests.tcpproxy import TCPProxy
+        proxy = TCPProxy(cluster.host, cluster.port)
         pargs = (proxy.host, proxy.port, env.DBNAME, env.DBUSER)
         for name in counted:
             progress.step('roundtrips %s' % name)

@@ -156,14 +156,16 @@ class TestFirstStatementReplayed(ReplayMixin, FaultTestCase):
 
 
 class TestFirstStatementCut(ReplayMixin, ProxiedTestCase):
-    """The proxy drops the link as the first statement passes."""
+    """The proxy drops the link as the first statement, which begins with
+    the transaction's BEGIN, passes: before the server saw it, or after
+    the server ran it (the answer never comes back)."""
 
     def test_cut_before_the_server_saw_it(self):
         self.ztm.begin()
-        self.proxy.cut_on(b'SELECT', mode='before')
+        self.proxy.trap('BEGIN', forward=False)
         self.assertEqual(Person.get(1).name, 'sabdfl')
         self.ztm.commit()
-        self.assertEqual(self.proxy.cuts, 1)
+        self.assertEqual(self.proxy.sprung, 1)
         self.assertEqual(self.db().replays, 1)
 
     def test_implicit_begin(self):
@@ -173,26 +175,26 @@ class TestFirstStatementCut(ReplayMixin, ProxiedTestCase):
             dbname='launchpad_ftest', dbuser='launchpad')
         self.assertEqual(Person.get(1).name, 'sabdfl')
         self.ztm.commit()  # the next transaction is begun by Person.get
-        self.proxy.cut_on(b'SELECT', mode='after')
+        self.proxy.trap('BEGIN', forward=True)
         self.assertEqual(Person.get(2).name, 'lifeless')
         self.ztm.abort()
-        self.assertEqual(self.proxy.cuts, 1)
+        self.assertEqual(self.proxy.sprung, 1)
         self.assertEqual(self.db().replays, 1)
 
     def test_insert_cut_after_the_server_ran_it_is_written_once(self):
         # The server ran BEGIN and the INSERT, then lost the client: it
         # rolled back, so sending both again writes the row once.
         self.ztm.begin()
-        self.proxy.cut_on(b'INSERT', mode='after')
+        self.proxy.trap('BEGIN', forward=True)
         Person(name='once', displayname='Once')
         self.ztm.commit()
-        self.assertEqual(self.proxy.cuts, 1)
+        self.assertEqual(self.proxy.sprung, 1)
         self.assertEqual(self.db().replays, 1)
         self.assertEqual(self.count('once'), 1)
 
     def test_sql_insert_cut_after_is_written_once(self):
         self.ztm.begin()
-        self.proxy.cut_on(b'INSERT', mode='after')
+        self.proxy.trap('BEGIN', forward=True)
         self.ztm.connection().execute(
             "INSERT INTO person (name, displayname) VALUES ('once2', 'O')")
         self.ztm.commit()
@@ -203,7 +205,7 @@ class TestFirstStatementCut(ReplayMixin, ProxiedTestCase):
         self.ztm = self.install(port=self.proxy.port,
                                 resolve_commit_outcome=True)
         self.ztm.begin()
-        self.proxy.cut_on(b'UPDATE', mode='after')
+        self.proxy.trap('BEGIN', forward=True)
         self.ztm.connection().execute(
             'UPDATE person SET karma = karma + 1 WHERE id = 1')
         self.ztm.commit()

@@ -12,6 +12,7 @@ import psycopg2
 import transaction
 from transaction.interfaces import ISavepointDataManager
 from zope.interface.verify import verifyObject
+from zope.testing.cleanup import CleanUp
 
 import canonical.lp
 from canonical.database import reconnect
@@ -38,14 +39,9 @@ from canonical.testing.layers import LaunchpadLayer
 
 
 class DatabaseTestCase(unittest.TestCase):
-    """A fresh sample database; the manager a test installed is removed."""
+    """A fresh sample database; the layer cleans up after each test."""
 
     layer = LaunchpadLayer
-
-    def tearDown(self):
-        if canonical.lp.isZopeless():
-            canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
 
     def prepare_elsewhere(self, setup, karma):
         """A transaction prepared by another connection; its gid names
@@ -137,6 +133,28 @@ class TestContracts(DatabaseTestCase):
             ztm.begin()
             ztm.commit()
         self.assertEqual(coordinator.attempts, before)
+
+
+class TestCleanUp(DatabaseTestCase):
+
+    def test_cleanup_undoes_initzopeless(self):
+        from zope.testing.cleanup import cleanUp
+        ztm = initZopeless(implicitBegin=False)
+        ztm.begin()
+        coordinator = reconnect.coordinator_for(ztm.config)
+        self.assertTrue(transaction.manager.explicit)
+        cleanUp()
+        self.assertFalse(ztm.installed)
+        self.assertIsNone(canonical.lp.installedTransactionManager())
+        self.assertFalse(transaction.manager.explicit)
+        self.assertIsNot(reconnect.coordinator_for(ztm.config), coordinator)
+        # zope.component forgot the ZCML's adapters: they come back.
+        again = initZopeless(implicitBegin=False)
+        self.assertIsNot(again, ztm)
+        again.begin()
+        self.assertEqual(again.connection().execute('SELECT 1').fetchone(),
+                         (1,))
+        again.abort()
 
 
 class TestDebug(DatabaseTestCase):
@@ -264,7 +282,7 @@ class TestLazyUpdate(DatabaseTestCase):
         ztm.abort()
 
 
-class TestNoHerd(unittest.TestCase):
+class TestNoHerd(CleanUp, unittest.TestCase):
 
     def test_threads_arriving_together_make_one_attempt(self):
         import threading
@@ -429,3 +447,44 @@ class TestTransactionPrivates(unittest.TestCase):
         finally:
             txn._resources[:] = []
             manager.abort()
+
+
+class TestInterruptedWaits(unittest.TestCase):
+    """A signal handler raising inside the coordinator (a script's SIGTERM)
+    leaves no slot taken: other threads are not left waiting for a probe
+    or an attempt nobody is making."""
+
+    def refusing_connector(self, config):
+        raise psycopg2.OperationalError('connection refused')
+
+    def test_interrupted_prober_frees_its_slot(self):
+        config = DatabaseConfig(dbname='db', environ={})
+
+        class Interrupting:
+            # Raises where the prober reads its settings, before it makes
+            # any attempt: the gap the slot must also cover.
+            def __getattr__(self, name):
+                if name == 'reconnect_initial_delay':
+                    raise KeyboardInterrupt
+                return getattr(config, name)
+
+        coordinator = reconnect.ReconnectCoordinator(
+            config, connector=self.refusing_connector)
+        with self.assertRaises(KeyboardInterrupt):
+            coordinator.connect(Interrupting())
+        self.assertTrue(coordinator.in_outage)
+        self.assertIsNone(coordinator._prober)
+        self.assertEqual(coordinator._in_flight, 0)
+
+    def test_interrupted_attempt_frees_the_in_flight_count(self):
+        config = DatabaseConfig(dbname='db', environ={})
+
+        def interrupted(config):
+            raise KeyboardInterrupt
+
+        coordinator = reconnect.ReconnectCoordinator(config,
+                                                     connector=interrupted)
+        with self.assertRaises(KeyboardInterrupt):
+            coordinator.connect(config)
+        self.assertEqual(coordinator._in_flight, 0)
+        self.assertEqual(coordinator.refusals, {})

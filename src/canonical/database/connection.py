@@ -21,6 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from zope.interface import implementer
 
+from canonical.database import forksafety
 from canonical.database.classify import is_disconnect
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
@@ -72,6 +73,7 @@ class ReconnectingConnection(TransactionControl):
 
     def __init__(self, config: IDatabaseConfig) -> None:
         self.set_config(config)
+        self._owner = forksafety.generation()  # whose connection this is
         self._raw: Optional[RawConnection] = None
         self._coordinator: IReconnectCoordinator = coordinator_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
@@ -87,6 +89,7 @@ class ReconnectingConnection(TransactionControl):
         One poll() system call; the socket is only peeked at when the
         kernel says something arrived while we were not reading.
         """
+        self._forget_if_inherited()
         raw = self._raw
         if raw is None:
             return 'not connected'
@@ -97,16 +100,30 @@ class ReconnectingConnection(TransactionControl):
         return None
 
     def ensure_connected(self) -> RawConnection:
-        if self._raw is None:
-            return self._connect(lost=False)
-        reason = self.death_reason()
+        reason = self.death_reason()  # forgets one inherited across fork()
         if reason is None:
             return self._raw
+        if self._raw is None:
+            return self._connect(lost=False)
         return self._reconnect(reason)
 
     def _reconnect(self, reason: str) -> RawConnection:
         self.discard(reason)
         return self._connect(lost=True)
+
+    def _inherited(self) -> bool:
+        """True when the connection was opened before fork(), by another
+        process: here it is silenced (see forksafety), never to be used."""
+        return self._owner != forksafety.generation()
+
+    def _forget_if_inherited(self) -> None:
+        if self._inherited():
+            # Made before fork(): this process starts afresh.
+            self._raw = self._poller = None
+            self._begin = None
+            self._coordinator = coordinator_for(self.config)
+            self.prepared = prepared_for(self.config)
+            self._owner = forksafety.generation()
 
     def _connect(self, lost: bool) -> RawConnection:
         timeout = self.config.reconnect_timeout
@@ -116,6 +133,7 @@ class ReconnectingConnection(TransactionControl):
                                         reason='lost' if lost else None)
         # The library sends BEGIN, COMMIT ... itself (see txcontrol.py).
         raw.autocommit = True
+        self._owner = forksafety.adopt(raw)
         self._raw = raw
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
@@ -140,6 +158,7 @@ class ReconnectingConnection(TransactionControl):
     # -- ending ------------------------------------------------------------
 
     def discard(self, reason: str) -> None:
+        self._forget_if_inherited()
         raw, self._raw = self._raw, None
         self._begin = None
         self._poller = None
@@ -154,6 +173,7 @@ class ReconnectingConnection(TransactionControl):
             pass
 
     def close(self) -> None:
+        self._forget_if_inherited()
         raw, self._raw = self._raw, None
         self._begin = None
         self._poller = None

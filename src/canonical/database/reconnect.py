@@ -128,29 +128,37 @@ class ReconnectCoordinator:
                 deadline: Optional[float] = None,
                 reason: Optional[str] = None) -> Any:
         """See IReconnectCoordinator.connect."""
-        with self._cond:
-            # While the database has not answered anyone lately, one
-            # attempt at a time finds out whether it is there: threads
-            # arriving together at the start of an outage wait for its
-            # verdict instead of all trying (and all hanging on a black
-            # hole).  Once it answered, threads connect side by side.
-            while (not self._in_outage and self._in_flight and
-                   not self._trusted()):
-                if not self._cond.wait(_remaining(deadline)):
-                    self._raise_unavailable(config)
-            direct = not self._in_outage
+        # The in-flight count is released in the same try that takes it,
+        # so a signal handler raising anywhere in between (a script's
+        # SIGTERM, say) cannot leave other threads waiting for an attempt
+        # that is not being made.
+        direct = False
+        try:
+            with self._cond:
+                # While the database has not answered anyone lately, one
+                # attempt at a time finds out whether it is there: threads
+                # arriving together at the start of an outage wait for its
+                # verdict instead of all trying (and all hanging on a black
+                # hole).  Once it answered, threads connect side by side.
+                while (not self._in_outage and self._in_flight and
+                       not self._trusted()):
+                    if not self._cond.wait(_remaining(deadline)):
+                        self._raise_unavailable(config)
+                if not self._in_outage:
+                    self._in_flight += 1
+                    direct = True
             if direct:
-                self._in_flight += 1
-        if direct:
-            try:
-                conn = self._attempt(config)
-            except psycopg2.Error as e:
-                self._begin_outage(server_message(e), warned=bool(reason))
-            else:
-                with self._cond:
-                    self._last_success = time.monotonic()
-                return conn
-            finally:
+                try:
+                    conn = self._attempt(config)
+                except psycopg2.Error as e:
+                    self._begin_outage(server_message(e),
+                                       warned=bool(reason))
+                else:
+                    with self._cond:
+                        self._last_success = time.monotonic()
+                    return conn
+        finally:
+            if direct:
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
@@ -172,19 +180,24 @@ class ReconnectCoordinator:
     def _wait(self, config: IDatabaseConfig,
               deadline: Optional[float]) -> Any:
         while True:
-            with self._cond:
-                if not self._in_outage:
-                    seen = None
-                elif self._prober is None:
-                    self._prober = threading.current_thread()
-                    seen = -1
-                else:
-                    seen = self._generation
-                    self._cond.wait_for(
-                        lambda: self._generation != seen or
-                        self._prober is None, _remaining(deadline))
-            if seen == -1:
-                return self._probe(config, deadline)
+            probing = False
+            try:
+                with self._cond:
+                    if not self._in_outage:
+                        seen = None
+                    elif self._prober is None:
+                        self._prober = threading.current_thread()
+                        probing = True
+                    else:
+                        seen = self._generation
+                        self._cond.wait_for(
+                            lambda: self._generation != seen or
+                            self._prober is None, _remaining(deadline))
+                if probing:
+                    return self._probe(config, deadline)
+            finally:
+                if probing:
+                    self._release_probe()
             if deadline is not None and time.monotonic() >= deadline:
                 self._raise_unavailable(config)
             if seen is not None and self._in_outage:
@@ -196,46 +209,48 @@ class ReconnectCoordinator:
                 # clients, say): back to waiting, without a stampede.
                 self._begin_outage(server_message(e), warned=True)
 
+    def _release_probe(self) -> None:
+        # Whether the probe succeeded, gave up or was interrupted, the
+        # slot is free and the waiters re-examine the outage.
+        with self._cond:
+            if self._prober is threading.current_thread():
+                self._prober = None
+                self._cond.notify_all()
+
     def _probe(self, config: IDatabaseConfig,
                deadline: Optional[float]) -> Any:
         backoff = Backoff(config.reconnect_initial_delay,
                           config.reconnect_max_delay)
         tries = 0
-        try:
-            while True:
-                delay = backoff.next_delay()
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self._raise_unavailable(config)
-                    delay = min(delay, remaining)
-                time.sleep(delay)
-                tries += 1
-                self.outage_attempts += 1
-                try:
-                    conn = self._attempt(config)
-                except psycopg2.Error as e:
-                    log.debug('Reconnect attempt %d to %s failed: %s',
-                              tries, self.config.describe(),
-                              server_message(e))
-                    continue
-                with self._cond:
-                    downtime = time.monotonic() - self._outage_started
-                    self.last_downtime = downtime
-                    self._last_success = time.monotonic()
-                    self._in_outage = False
-                    self._generation += 1
-                    self._prober = None
-                    self._cond.notify_all()
-                log.info('Reconnected to %s after %d attempts and %.3f s '
-                         'of downtime.', self.config.describe(), tries,
-                         downtime)
-                return conn
-        finally:
+        while True:
+            delay = backoff.next_delay()
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._raise_unavailable(config)
+                delay = min(delay, remaining)
+            time.sleep(delay)
+            tries += 1
+            self.outage_attempts += 1
+            try:
+                conn = self._attempt(config)
+            except psycopg2.Error as e:
+                log.debug('Reconnect attempt %d to %s failed: %s',
+                          tries, self.config.describe(),
+                          server_message(e))
+                continue
             with self._cond:
-                if self._prober is threading.current_thread():
-                    self._prober = None
-                    self._cond.notify_all()
+                downtime = time.monotonic() - self._outage_started
+                self.last_downtime = downtime
+                self._last_success = time.monotonic()
+                self._in_outage = False
+                self._generation += 1
+                self._prober = None
+                self._cond.notify_all()
+            log.info('Reconnected to %s after %d attempts and %.3f s '
+                     'of downtime.', self.config.describe(), tries,
+                     downtime)
+            return conn
 
     @staticmethod
     def _raise_unavailable(config: IDatabaseConfig) -> None:

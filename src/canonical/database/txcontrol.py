@@ -83,6 +83,9 @@ _DRIVER_ERRORS = (psycopg2.Error, dberrors.Error)
 _NOT_CONNECTED = ('No database connection in this thread: call begin() first '
                   '(after abort(), when a transaction was cut off).')
 
+_GONE = ('The database connection of this thread is gone; abort() and '
+         'begin() again.')
+
 _BEGIN = {
     'read_committed': 'BEGIN ISOLATION LEVEL READ COMMITTED',
     'repeatable_read': 'BEGIN ISOLATION LEVEL REPEATABLE READ',
@@ -156,7 +159,9 @@ class TransactionControl:
 
     It expects of the class it is mixed into: ``_raw`` (the psycopg2
     connection or None), ``prepared``, ``death_reason()``,
-    ``ensure_connected()``, ``_reconnect(reason)`` and ``discard(reason)``.
+    ``ensure_connected()``, ``_reconnect(reason)``, ``discard(reason)``,
+    and ``_inherited()`` / ``_forget_if_inherited()`` for a connection
+    opened before fork() (see forksafety).
     """
 
     _raw: Optional[RawConnection] = None
@@ -202,6 +207,9 @@ class TransactionControl:
         except _DRIVER_ERRORS as e:
             if not self._lost(e):
                 raise
+            if self._inherited():
+                # Opened before fork(): the parent's, silenced here.
+                raise DisconnectionError(_GONE) from None
             if self._begin is None:
                 raise self.lost_in_transaction(e) from e
             raw = self._replay(e)
@@ -330,6 +338,7 @@ class TransactionControl:
         finish_prepared(self._raw, gid, commit)
 
     def rollback(self) -> None:
+        self._forget_if_inherited()
         self._begin = None
         raw = self._raw
         if raw is None:

@@ -121,3 +121,52 @@ def installedTransactionManager(
 def isZopeless() -> bool:
     """True while a Zopeless transaction manager is installed."""
     return installedTransactionManager() is not None
+
+
+# -- test isolation ----------------------------------------------------------
+# zope.testing.cleanup.cleanUp() undoes initZopeless(), as zope.component's
+# own clean-up empties its registry; registered only where zope.testing is
+# installed, so scripts do not need it.  That registry clean-up runs before
+# this one (it was registered first) and forgets the utility, so the
+# installed manager is remembered from its registration event instead.
+
+import transaction  # noqa: E402
+import zope.event  # noqa: E402
+from zope.interface.interfaces import IUtilityRegistration  # noqa: E402
+from zope.interface.interfaces import Registered  # noqa: E402
+from zope.interface.interfaces import Unregistered  # noqa: E402
+
+_registered_manager: Optional[IZopelessTransactionManager] = None
+
+
+def _note_registration(event: object) -> None:
+    global _registered_manager
+    registration = getattr(event, 'object', None)
+    if not IUtilityRegistration.providedBy(registration) or \
+            registration.provided is not IZopelessTransactionManager:
+        return
+    if isinstance(event, Registered):
+        _registered_manager = registration.component
+    elif isinstance(event, Unregistered) and \
+            registration.component is _registered_manager:
+        _registered_manager = None
+
+
+def _reset_for_tests() -> None:
+    global _registered_manager, _zcml_loaded
+    ztm, _registered_manager = _registered_manager, None
+    if ztm is not None:
+        ztm.uninstall()
+    transaction.manager.explicit = False
+    transaction.manager.abort()
+    _zcml_loaded = False  # the registry is empty: execute the ZCML again
+
+
+try:
+    from zope.testing.cleanup import addCleanUp
+except ImportError:
+    pass
+else:
+    zope.event.subscribers.append(_note_registration)
+    addCleanUp(_reset_for_tests)
+    del addCleanUp

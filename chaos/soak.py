@@ -2,7 +2,7 @@
 
 ::
 
-    from canonical.database.chaos.soak import run_soak
+    from chaos.soak import run_soak
     report = run_soak(duration=20, workers=8, seed=1)
     assert report['passed'], report['failures']
 """
@@ -22,17 +22,18 @@ from typing import Any, Dict, List, Optional
 import psycopg2
 
 import canonical.lp
-from canonical.database.chaos import audit
-from canonical.database.chaos.durability import durability_case
-from canonical.database.chaos.faults import KINDS, FaultInjector
-from canonical.database.chaos.models import OPENING_BALANCE, SCHEMA
-from canonical.database.chaos.report import figures, write_json
-from canonical.database.chaos.workload import JournalBook, Worker
+from chaos import audit
+from chaos.durability import durability_case
+from chaos.faults import KINDS, FaultInjector
+from chaos.models import OPENING_BALANCE, SCHEMA
+from chaos.report import figures, write_json
+from chaos.workload import JournalBook, Worker
 from canonical.database.cluster import Cluster, default_base
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
 from canonical.database.cluster.conf import PASSWORD_ROLE
 from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.database.ftests.tcpproxy import TCPProxy
 from canonical.lp import initZopeless
 
 __all__ = ['run_soak', 'DBNAME', 'MAX_CONNECTIONS']
@@ -188,8 +189,7 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             conn.close()
         baseline = audit.leftovers(admin, DBNAME, 0, wait=0)['backends']
 
-        from canonical.database.chaos.proxy import ChaosProxy
-        proxy = ChaosProxy('127.0.0.1', cluster.port).start()
+        proxy = TCPProxy('127.0.0.1', cluster.port)
         ztm = initZopeless(dbname=DBNAME,
                            dbhost='127.0.0.1 port=%d' % proxy.port,
                            dbuser=PASSWORD_ROLE,

@@ -21,9 +21,9 @@ from typing import Any, Callable, Dict, List
 
 import transaction
 
-from canonical.database.chaos.audit import ledger_invariant
-from canonical.database.chaos.workload import Journal, JournalBook, Unit
-from canonical.database.chaos.workload import transfer
+from chaos.audit import ledger_invariant
+from chaos.workload import Journal, JournalBook, Unit
+from chaos.workload import transfer
 from canonical.database.twophase import new_gid
 from canonical.database.perdatabase import forget_all
 from canonical.lp import initZopeless
