@@ -17,6 +17,10 @@ from benchmarks.report import Progress, Results
 FULL = dict(rounds=7, duration=1.0, outages=20, herd_outage=5.0, down=0.3)
 QUICK = dict(rounds=5, duration=0.15, outages=3, herd_outage=1.5, down=0.2)
 THROUGHPUT = ('read-sql', 'read-orm', 'write-sql', 'write-orm')
+# The network variant: the proxy holds every message back this long in each
+# direction, about a LAN's round trip in all.
+LAN_DELAY = 0.00025
+LAN = 'throughput-lan'
 FLOOR = {'read-sql': 'raw-psycopg2', 'write-sql': 'raw-psycopg2',
          'read-orm': 'sqlobject-plain', 'write-orm': 'sqlobject-plain'}
 
@@ -31,8 +35,10 @@ def parse_args(argv):
                         help='fewer rounds and outages (well under 2 min)')
     parser.add_argument('--only', default='',
                         help='comma-separated workloads to run (read-sql, '
-                             'read-orm, write-sql, write-orm, roundtrips, '
-                             'recovery, herd, memory)')
+                             'read-orm, write-sql, write-orm, lan (the four '
+                             'through a proxy adding %g ms each way), '
+                             'roundtrips, recovery, herd, memory)'
+                             % (LAN_DELAY * 1000))
     parser.add_argument('--profile', action='store_true',
                         help='also profile the library (cProfile) on the '
                              'throughput workloads and print the top entries')
@@ -89,6 +95,9 @@ def main(argv=None):
         if wanted(workload):
             plan += [('throughput', workload, None, r)
                      for r in range(settings['rounds'])]
+    if wanted('lan'):
+        plan += [('lan', workload, None, r) for workload in THROUGHPUT
+                 for r in range(settings['rounds'])]
     counted = list(available)
     if 'zopeless' in available:
         counted.append(S.RESOLVED)
@@ -108,22 +117,42 @@ def main(argv=None):
              'cpus': os.cpu_count(), 'anchor_problems': problems,
              'person_rows': count}
 
-    # The systems take turns in short slices within each round, so a
-    # burst of other work on the machine hits all of them rather than one.
-    for workload in THROUGHPUT:
-        if not wanted(workload):
-            continue
-        names = [n for n in S.WORKLOAD_SYSTEMS[workload] if n in available]
-        rates, cpu = W.throughput_rounds(
-            [system(n) for n in names], workload, settings['rounds'],
-            settings['duration'], ids,
-            progress=lambda r, w=workload: progress.step(
-                '%s round %d/%d' % (w, r + 1, settings['rounds'])))
-        for name in names:
-            results.add(name, workload, 'throughput',
-                        statistics.median(rates[name]), 'tx/s',
-                        floor=FLOOR[workload], rounds=rates[name],
-                        client_cpu_us_per_tx=cpu[name])
+    def throughput(workloads, make, metric):
+        # The systems take turns in short slices within each round, so a
+        # burst of other work on the machine hits all of them alike.
+        for workload in workloads:
+            names = [n for n in S.WORKLOAD_SYSTEMS[workload]
+                     if n in available]
+            rates, cpu = W.throughput_rounds(
+                [make(n) for n in names], workload, settings['rounds'],
+                settings['duration'], ids,
+                progress=lambda r, w=workload: progress.step(
+                    '%s %s round %d/%d' % (metric, w, r + 1,
+                                           settings['rounds'])))
+            for name in names:
+                results.add(name, workload, metric,
+                            statistics.median(rates[name]), 'tx/s',
+                            floor=FLOOR[workload], rounds=rates[name],
+                            client_cpu_us_per_tx=cpu[name])
+
+    throughput([w for w in THROUGHPUT if wanted(w)], system, 'throughput')
+
+    if wanted('lan'):
+        from canonical.database.ftests.tcpproxy import TCPProxy
+        with TCPProxy(cluster.host, cluster.port) as proxy:
+            proxy.set_delay(down=LAN_DELAY, up=LAN_DELAY)
+            lan = {}
+
+            def lan_system(name):
+                if name not in lan:
+                    lan[name] = make_system(name, proxy.host, proxy.port,
+                                            env.DBNAME, env.DBUSER)
+                return lan[name]
+            throughput(THROUGHPUT, lan_system, LAN)
+            for name, sysobj in lan.items():
+                if name != 'zopeless':  # made again for the cluster
+                    sysobj.close()
+        extra['lan_delay_each_way'] = LAN_DELAY
 
     if wanted('roundtrips'):
         from canonical.database.ftests.tcpproxy import TCPProxy
@@ -282,6 +311,22 @@ def check_targets(results):
             line += '; %s with resolve_commit_outcome (%s; target 3)' % (
                 'met' if resolved['median'] == 3 else 'MISSED',
                 ' '.join(resolved['statements']))
+        lines.append(line)
+    for wl in THROUGHPUT:
+        zl = results.find('zopeless', wl, LAN)
+        raw = results.find('raw-psycopg2', wl.replace('-orm', '-sql'), LAN)
+        if not (zl and raw):
+            continue
+        # Against its floor (raw psycopg2, or SQLObject alone for the ORM);
+        # the ORM also against raw psycopg2's SQL of the same kind.
+        line = ('  %s %s over the network (%g ms each way): zopeless %.0f '
+                'tx/s, %.2fx %s (target >= 1.3x)' % (
+                    mark(zl['ratio'] is not None and zl['ratio'] >= 1.3), wl,
+                    LAN_DELAY * 1000, zl['median'], zl['ratio'] or 0,
+                    zl['ratio_to']))
+        if wl.endswith('-orm'):
+            line += '; %.2fx raw psycopg2 %s' % (
+                zl['median'] / raw['median'], raw['workload'])
         lines.append(line)
     rec = results.find('zopeless', 'recovery', 'ready-to-commit')
     if rec:
