@@ -240,12 +240,10 @@ class IDatabaseConnection(Interface):
     SQLObject connection and the two-phase helpers use nothing but what is
     declared here.
 
-    The library sends the transaction control itself: BEGIN (with the
-    isolation level) in the same message as the transaction's first
-    statement, then COMMIT, ROLLBACK or the two-phase statements; the
-    psycopg2 connection runs in autocommit mode.  A healthy transaction
-    costs two round trips, three when it commits in two phases, and one
-    that runs no statement sends nothing.
+    It sends the transaction control itself (the psycopg2 connection runs
+    in autocommit mode): BEGIN travels with the first statement, so a
+    healthy transaction costs two round trips, three in two phases, none
+    without statements.
     """
 
     config = Attribute("The IDatabaseConfig this connection was made from.")
@@ -298,16 +296,14 @@ class IDatabaseConnection(Interface):
         """
 
     def run(operation, *args):
-        """Return ``operation(raw, *args)``, an operation of another
-        library (a SQLObject query) that sends its statements through
-        send().
+        """Return ``operation(raw, *args)``, another library's operation (a
+        SQLObject query) that sends its statements through send().
 
-        When the transaction's first statement finds the link dead, nothing
-        of the transaction has run: the connection is made again (waiting
-        through an outage as begin() does) and ``operation`` is called once
-        more with the new psycopg2 connection.  A disconnection after that
-        raises DisconnectionError; so does one from the second statement
-        on, and any in autocommit mode.
+        When the transaction's first statement finds the link dead (nothing
+        of it has run), the connection is made again, waiting through an
+        outage as begin() does, and ``operation`` called once more on it.
+        Any other disconnection raises DisconnectionError: a second one, one
+        from the second statement on, any in autocommit mode.
         """
 
     def send(execute, query, *args):
@@ -321,12 +317,9 @@ class IDatabaseConnection(Interface):
         """
 
     def execute(query, params=None):
-        """Run one statement in the current transaction; return the cursor.
-
-        Statement errors raise sqlobject.dberrors exceptions; a first
-        statement is replayed as in run(); a disconnection raises
-        DisconnectionError.
-        """
+        """Run one statement in the current transaction, as run() and send()
+        do; return the cursor.  Statement errors raise sqlobject.dberrors
+        exceptions."""
 
     def cursor(name=None, scrollable=None):
         """A psycopg2 cursor inside the current transaction (whose BEGIN is
