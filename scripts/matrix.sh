@@ -23,7 +23,7 @@ failed=0
 
 prepare() {
     local version=$1 python=$2 venv=$3 stamp
-    stamp="$(cat constraints.txt setup.py | sha1sum | cut -d' ' -f1) $python"
+    stamp="$(cat constraints.txt setup.py src/canonical/lp/version.py | sha1sum | cut -d' ' -f1) $python"
     [ "$(cat "$venv/.stamp" 2>/dev/null)" = "$stamp" ] && return 0
     say "Python $version: creating $venv"
     make_venv "$python" "$venv"
