@@ -13,6 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_REQUIRES = [
     'zope.interface>=6,<9',
     'zope.component>=6,<8',
+    'zope.event>=5,<7',
     'zope.configuration>=5,<8',
     'zope.schema>=7,<9',
     'transaction>=4,<6',
@@ -32,10 +33,6 @@ EXTRAS_REQUIRE = {
 }
 
 PYTHONS = ['3.9', '3.10', '3.11', '3.12', '3.13']
-
-# Packages under src/ that are tools of this repository, not part of the
-# library or its test kit: the chaos soak.
-NOT_IN_WHEEL = ['canonical.database.chaos']
 
 
 def read(name):
@@ -71,8 +68,7 @@ setup(
     # package data.
     packages=find_namespace_packages(
         'src', include=['canonical', 'canonical.*'],
-        exclude=['*.__pycache__'] + NOT_IN_WHEEL + [
-            name + '.*' for name in NOT_IN_WHEEL]),
+        exclude=['*.__pycache__']),
     # The data files the library and its test kit open at run time.
     package_data={'': ['*.zcml', '*.sql']},
     zip_safe=False,

@@ -128,8 +128,8 @@ def run(args, settings, wanted, available, problems, cluster, say):
                     'tx/s', floor=FLOOR[workload], rounds=values)
 
     if wanted('roundtrips'):
-        from benchmarks.proxy import CountingProxy
-        proxy = CountingProxy(cluster.host, cluster.port)
+        from canonical.database.ftests.tcpproxy import TCPProxy
+        proxy = TCPProxy(cluster.host, cluster.port)
         pargs = (proxy.host, proxy.port, env.DBNAME, env.DBUSER)
         for name in available:
             progress.step('roundtrips %s' % name)

@@ -99,15 +99,16 @@ def count_round_trips(system, workload, proxy, ids, n=20):
             op = _operation(client, workload, system.name, ids)
             for i in range(5):
                 op(i)
-            proxy.reset()
+            proxy.reset_counts()
             op(0)
-            _, one, _ = proxy.snapshot()
-            proxy.reset()
+            one = proxy.snapshot()['statements']
+            proxy.reset_counts()
+            accepted = proxy.accepted
             for i in range(n):
                 op(i)
-            types, _, conns = proxy.snapshot()
-            return (sum(types.get(t, 0) for t in (b'Q', b'S')) / n,
-                    one, conns / n)
+            figures = proxy.snapshot()
+            return (figures['round_trips'] / n, one,
+                    (figures['accepted'] - accepted) / n)
         finally:
             client.close()
     return in_thread(run, timeout=120)

@@ -4,9 +4,8 @@
 
 - the sdist holds every tracked file but the repository's own plumbing
   (SDIST_LEAVES_OUT);
-- the wheel holds every tracked file under src/ but those of the packages
-  setup.py leaves out (NOT_IN_WHEEL): the library, the test kit and every
-  data file they open;
+- the wheel holds every tracked file under src/: the library, the test
+  kit and every data file they open;
 - the wheel holds nothing outside the canonical package and its
   .dist-info (no benchmarks, tests or other tools);
 - the wheel's metadata asks at run time for setup.py's INSTALL_REQUIRES,
@@ -57,19 +56,8 @@ def sdist_problems(sdist, files):
 
 
 def wheel_problems(names, files):
-    left_out = [name.replace('.', '/') + '/'
-                for name in setup_py_constant('NOT_IN_WHEEL')]
-    problems = []
-    for path in files:
-        if not path.startswith('src/'):
-            continue
-        inner = path[len('src/'):]
-        if any(inner.startswith(prefix) for prefix in left_out):
-            if inner in names:
-                problems.append('wheel holds %s, a tool of the repository'
-                                % inner)
-        elif inner not in names:
-            problems.append('wheel lacks %s' % inner)
+    problems = ['wheel lacks %s' % path[len('src/'):] for path in files
+                if path.startswith('src/') and path[len('src/'):] not in names]
     for name in names:
         top = name.split('/')[0]
         if top != 'canonical' and not top.endswith('.dist-info'):

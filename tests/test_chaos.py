@@ -10,12 +10,11 @@ import shutil
 import tempfile
 import unittest
 
-import transaction
+from zope.testing.cleanup import cleanUp
 
-import canonical.lp
-from canonical.database.chaos import KINDS
-from canonical.database.chaos.report import table
-from canonical.database.chaos.soak import run_soak
+from chaos import KINDS
+from chaos.report import table
+from chaos.soak import run_soak
 
 
 class ShortSoakTest(unittest.TestCase):
@@ -25,9 +24,7 @@ class ShortSoakTest(unittest.TestCase):
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
-        if canonical.lp.isZopeless():
-            canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
+        cleanUp()
 
     def test_short_soak_passes_its_audit(self):
         json_path = os.path.join(self.tmp, 'report.json')

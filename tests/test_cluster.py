@@ -25,6 +25,7 @@ from canonical.database.processes import pid_alive
 from canonical.database.cluster import (
     Cluster, ExternalServer, ExternalServerError,
     ensure_cluster)
+from canonical.database.ftests.waiting import wait_for
 from canonical.testing.layers import DatabaseLayer
 
 
@@ -53,12 +54,7 @@ def process_uid(pid):
 
 
 def wait_gone(pid, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.02)
-    raise AssertionError('process %d still alive' % pid)
+    wait_for(lambda: not pid_alive(pid), timeout, 'process %d to end' % pid)
 
 
 def cli_env(**extra):

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import unittest
 
-import transaction
+from zope.testing.cleanup import cleanUp
 
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 from canonical.testing.layers import DatabaseLayer
@@ -31,14 +31,9 @@ def setUp(test):
 
 
 def tearDown(test):
-    import canonical.lp
     os.chdir(test.globs['_old_cwd'])
     shutil.rmtree(test.globs['_tmpdir'], ignore_errors=True)
-    ztm = canonical.lp.installedTransactionManager()
-    if ztm is not None:
-        ztm.uninstall()  # a failed story must not poison the next one
-    transaction.manager.explicit = False
-    transaction.abort()
+    cleanUp()  # a failed story must not poison the next one
     LaunchpadTestSetup().tearDown()
 
 

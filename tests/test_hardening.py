@@ -11,14 +11,13 @@ import unittest
 import warnings
 
 import psycopg2.extensions
-import transaction
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 from zope.interface.verify import verifyObject
+from zope.testing.cleanup import CleanUp
 
-import canonical.lp
 from canonical.database.config import DatabaseConfig
 from canonical.database.ftests.logcapture import LogCapture
 from canonical.database.interfaces import ConfigurationError
@@ -40,15 +39,7 @@ storable = st.text(st.characters(blacklist_categories=('Cs',),
                    max_size=300)
 
 
-class UninstallMixin:
-
-    def tearDown(self):
-        if canonical.lp.isZopeless():
-            canonical.lp.installedTransactionManager().uninstall()
-        transaction.manager.explicit = False
-
-
-class TestHostileValues(UninstallMixin, unittest.TestCase):
+class TestHostileValues(unittest.TestCase):
 
     layer = LaunchpadLayer
 
@@ -105,7 +96,7 @@ class TestHostileValues(UninstallMixin, unittest.TestCase):
         self.ztm.abort()
 
 
-class TestConnectionSettings(UninstallMixin, unittest.TestCase):
+class TestConnectionSettings(CleanUp, unittest.TestCase):
 
     @settings(max_examples=200, deadline=None)
     @given(dbname=st.text(st.characters(blacklist_characters='\x00',
@@ -168,7 +159,7 @@ def everything_about(error):
                                                 error.__traceback__))
 
 
-class TestPasswordNeverLeaks(UninstallMixin, unittest.TestCase):
+class TestPasswordNeverLeaks(unittest.TestCase):
 
     layer = LaunchpadLayer
 

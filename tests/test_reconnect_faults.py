@@ -6,6 +6,8 @@ test cluster.
 """
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 import unittest
@@ -15,9 +17,11 @@ import transaction
 import transaction.interfaces
 from sqlobject import dberrors
 from transaction.interfaces import TransientError
+from zope.testing.cleanup import cleanUp
 
 from canonical.database.cluster import Cluster
-from canonical.database.ftests.cutproxy import CuttingProxy
+from canonical.database.ftests.tcpproxy import TCPProxy
+from canonical.database.ftests.waiting import wait_for
 from canonical.database.ftests.logcapture import LogCapture
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import ConnectionFailedError
@@ -57,6 +61,7 @@ class FaultClusterLayer:
 
     @classmethod
     def testTearDown(cls):
+        cleanUp()
         if not cls.cluster.is_running():
             cls.cluster.start()
         cls.setup.tearDown()
@@ -82,8 +87,6 @@ class FaultTestCase(unittest.TestCase):
 
     def tearDown(self):
         self.log.uninstall()
-        self.ztm.uninstall()
-        transaction.manager.explicit = False
 
     def admin(self):
         conn = psycopg2.connect(self.cluster.dsn('launchpad_ftest'))
@@ -94,14 +97,21 @@ class FaultTestCase(unittest.TestCase):
     def terminate(self, pid):
         cursor = self.admin()
         cursor.execute('SELECT pg_terminate_backend(%s)', (pid,))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        self.wait_backend_gone(pid, cursor)
+
+    def wait_backend_gone(self, pid, cursor=None):
+        cursor = cursor or self.admin()
+
+        def gone():
             cursor.execute('SELECT 1 FROM pg_stat_activity WHERE pid = %s',
                            (pid,))
-            if cursor.fetchone() is None:
-                return
-            time.sleep(0.01)
-        self.fail('backend %d would not go' % pid)
+            return cursor.fetchone() is None
+        wait_for(gone, 5, 'backend %d to go' % pid)
+
+    def tempdir(self):
+        path = tempfile.mkdtemp(prefix='zopeless-faults-')
+        self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+        return path
 
     def backend_pid(self):
         return self.ztm.connection().raw.info.backend_pid
@@ -199,9 +209,10 @@ class TestTimeouts(FaultTestCase):
 
     def test_idle_in_transaction_timeout_is_a_disconnection(self):
         self.ztm.begin()
+        pid = self.backend_pid()
         self.ztm.connection().execute(
             "SET LOCAL idle_in_transaction_session_timeout = '100ms'")
-        time.sleep(0.5)
+        self.wait_backend_gone(pid)  # the server ended the idle session
         self.assertRaises(DisconnectionError, Person.get, 1)
         self.ztm.abort()
         self.ztm.begin()
@@ -228,13 +239,17 @@ class TestServerRestart(FaultTestCase):
         self.cluster.stop('fast')
         results = []
         before = coordinator.outage_attempts
+        started = time.monotonic()
         thread = self.begin_in_thread(results)
-        time.sleep(1.0)  # twenty times the 50 ms backoff cap
+        # Thirty attempts: about a second, twenty times the 50 ms cap.
+        wait_for(lambda: coordinator.outage_attempts - before >= 30, 10,
+                 'thirty reconnect attempts')
+        elapsed = time.monotonic() - started
         self.assertTrue(thread.is_alive())
         self.assertEqual(results, [])
         attempts = coordinator.outage_attempts - before
         # Equal jitter under a 50 ms cap: at most one attempt per 25 ms.
-        self.assertLessEqual(attempts, 1.0 / 0.025 + 5)
+        self.assertLessEqual(attempts, elapsed / 0.025 + 5)
         self.assertGreater(attempts, 5)
         self.cluster.start()
         thread.join(10)
@@ -246,15 +261,19 @@ class TestServerRestart(FaultTestCase):
     def test_twenty_waiting_threads_make_one_probe(self):
         coordinator = coordinator_for(self.ztm.config)
         self.cluster.stop('fast')
-        time.sleep(0.6)  # longer than a recent success vouches for the server
+        # No recent success vouches for the server: this coordinator (the
+        # clean-up forgot the earlier ones) has never connected.
+        self.assertEqual(coordinator.attempts, 0)
         results = []
-        before = coordinator.attempts
+        started = time.monotonic()
         threads = [self.begin_in_thread(results) for i in range(20)]
-        time.sleep(1.0)
-        during = coordinator.attempts - before
+        wait_for(lambda: coordinator.outage_attempts >= 30, 10,
+                 "thirty of the prober's attempts")
+        during = coordinator.attempts
         # One probe for the process: the same bound as for one thread; the
         # threads arriving together wait for the first attempt's verdict.
-        self.assertLessEqual(during, 1.0 / 0.025 + 5)
+        self.assertLessEqual(during,
+                             (time.monotonic() - started) / 0.025 + 5)
         self.cluster.start()
         for thread in threads:
             thread.join(10)
@@ -310,8 +329,11 @@ class TestTooManyConnections(FaultTestCase):
                                                    'zopeless_pw'),
                                   password='canary-secret-9')
         results = []
+        coordinator = coordinator_for(self.ztm.config)
         thread = self.begin_in_thread(results)
-        time.sleep(0.5)
+        # The thread that warned goes on probing: after its first probe
+        # the warning is there.
+        wait_for(lambda: coordinator.outage_attempts, 10, 'a probe')
         self.assertTrue(thread.is_alive())
         self.assertIn('too many connections', self.warnings()[0])
         holder.close()
@@ -365,13 +387,10 @@ class ProxiedTestCase(FaultTestCase):
 
     def setUp(self):
         self.cluster = FaultClusterLayer.cluster
-        self.proxy = CuttingProxy('127.0.0.1', self.cluster.port)
+        self.proxy = TCPProxy('127.0.0.1', self.cluster.port)
+        self.addCleanup(self.proxy.close)
         self.ztm = self.install(port=self.proxy.port, **self.options)
         self.log = LogCapture('canonical.database')
-
-    def tearDown(self):
-        FaultTestCase.tearDown(self)
-        self.proxy.close()
 
     def karma(self):
         cursor = self.admin()
@@ -409,18 +428,28 @@ class TestLinkDropped(ProxiedTestCase):
         connected.wait()
         # The link dies just after they all connected, the database
         # having answered a moment ago.
-        self.proxy.refusing = True
-        self.proxy.cut_all()
+        self.proxy.refuse()
+        self.addCleanup(self.let_in, threads)  # should an assertion fail
+        self.proxy.cut()
         before = coordinator.attempts
+        probes = coordinator.outage_attempts
+        started = time.monotonic()
         go.set()
-        time.sleep(1.0)
+        wait_for(lambda: coordinator.outage_attempts - probes >= 4, 10,
+                 'four probes')
+        attempts = coordinator.attempts - before
         # Each thread finds its connection dead; one attempt finds the
         # database gone, then one prober tries every 0.2-0.4 s for all.
-        self.assertLessEqual(coordinator.attempts - before, 1 + 5)
-        self.proxy.refusing = False
+        self.assertLessEqual(attempts, 1 + 5)
+        self.assertLessEqual(attempts,
+                             2 + (time.monotonic() - started) / 0.2)
+        self.let_in(threads)
+        self.assertEqual(results, ['sabdfl'] * 20)
+
+    def let_in(self, threads):
+        self.proxy.admit()
         for thread in threads:
             thread.join(10)
-        self.assertEqual(results, ['sabdfl'] * 20)
 
 
 class TestCommitInFlight(ProxiedTestCase):
@@ -428,30 +457,31 @@ class TestCommitInFlight(ProxiedTestCase):
     def test_outcome_unknown_is_never_reported_as_success(self):
         self.ztm.begin()
         Person.get(1).karma = 500
-        self.proxy.cut_on(b'COMMIT', mode='after')
+        self.proxy.trap('COMMIT', forward=True)
         self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
-        self.assertEqual(self.proxy.cuts, 1)
+        self.assertEqual(self.proxy.sprung, 1)
         self.ztm.abort()
+        # The proxy closes the server's side once it answered.
+        self.proxy.wait(lambda p: p.open_links == 0, what='the COMMIT')
         self.assertEqual(self.karma(), 500)  # it did commit: unknowable
 
     def test_outcome_unknown_when_commit_never_arrived(self):
         self.ztm.begin()
         Person.get(1).karma = 501
-        self.proxy.cut_on(b'COMMIT', mode='before')
+        self.proxy.trap('COMMIT', forward=False)
         self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
         self.ztm.abort()
         self.assertEqual(self.karma(), 130)
 
     def test_prepare_cut_in_flight_is_rolled_back(self):
         from canonical.database.ftests.filedm import FileDataManager
-        import tempfile
-        path = os.path.join(tempfile.mkdtemp(), 'out')
+        path = os.path.join(self.tempdir(), 'out')
         self.ztm.begin()
         Person.get(1).karma = 504
         filedm = FileDataManager(path, 'x')
         transaction.get().join(filedm)
         # The server prepares; the answer never comes back.
-        self.proxy.cut_on(b'PREPARE TRANSACTION', mode='after')
+        self.proxy.trap('PREPARE TRANSACTION', forward=True)
         self.assertRaises(DisconnectionError, self.ztm.commit)
         self.ztm.abort()
         self.assertFalse(os.path.exists(path))
@@ -469,7 +499,7 @@ class TestCommitInFlightResolved(TestCommitInFlight):
     def test_outcome_unknown_is_never_reported_as_success(self):
         self.ztm.begin()
         Person.get(1).karma = 500
-        self.proxy.cut_on(b'COMMIT', mode='after')
+        self.proxy.trap('COMMIT', forward=True)
         self.ztm.commit()  # resolved: it committed
         self.assertEqual(self.karma(), 500)
 
@@ -477,35 +507,35 @@ class TestCommitInFlightResolved(TestCommitInFlight):
         self.ztm.begin()
         Person.get(1).karma = 501
         # Decided at PREPARE: the lost COMMIT PREPARED is sent again.
-        self.proxy.cut_on(b'COMMIT', mode='before')
+        self.proxy.trap('COMMIT', forward=False)
         self.ztm.commit()
         self.assertEqual(self.karma(), 501)
 
     def test_a_lost_prepare_is_a_definite_failure(self):
         self.ztm.begin()
         Person.get(1).karma = 505
-        self.proxy.cut_on(b'PREPARE TRANSACTION', mode='before')
+        self.proxy.trap('PREPARE TRANSACTION', forward=False)
         self.assertRaises(DisconnectionError, self.ztm.commit)
         self.ztm.abort()
         self.assertEqual(self.karma(), 130)
 
     def test_commit_prepared_deferred_past_the_timeout(self):
         from canonical.database.ftests.filedm import FileDataManager
-        import tempfile
         self.ztm.uninstall()
         self.ztm = self.install(port=self.proxy.port, reconnect_timeout=0.3,
                                 **self.options)
-        path = os.path.join(tempfile.mkdtemp(), 'out')
+        path = os.path.join(self.tempdir(), 'out')
         self.ztm.begin()
         Person.get(1).karma = 503
         transaction.get().join(FileDataManager(path, 'x'))
-        self.proxy.cut_on(b'COMMIT PREPARED', mode='before', then_refuse=True)
+        self.proxy.trap('COMMIT PREPARED', forward=False,
+                        then_refuse=True)
         self.ztm.commit()  # decided: reported committed, finished later
         cursor = self.admin()
         cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
         self.assertEqual(cursor.fetchone()[0], 1)
         self.assertEqual(self.karma(), 130)  # not visible yet
-        self.proxy.refusing = False
+        self.proxy.admit()
         self.ztm.begin()  # the new connection finishes it first
         self.ztm.abort()
         cursor.execute('SELECT count(*) FROM pg_prepared_xacts')
@@ -514,12 +544,11 @@ class TestCommitInFlightResolved(TestCommitInFlight):
 
     def test_two_phase_commit_cut_during_commit_prepared(self):
         from canonical.database.ftests.filedm import FileDataManager
-        import tempfile
-        path = os.path.join(tempfile.mkdtemp(), 'out')
+        path = os.path.join(self.tempdir(), 'out')
         self.ztm.begin()
         Person.get(1).karma = 502
         transaction.get().join(FileDataManager(path, 'x'))
-        self.proxy.cut_on(b'COMMIT PREPARED', mode='before')
+        self.proxy.trap('COMMIT PREPARED', forward=False)
         self.ztm.commit()  # tpc_finish never fails: finished after reconnect
         self.assertEqual(self.karma(), 502)
         cursor = self.admin()

@@ -75,7 +75,7 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
                  dbuser: Optional[str] = None, implicitBegin: bool = True,
                  isolation: str = READ_COMMITTED_ISOLATION,
                  debug: bool = False, dsn: Optional[str] = None,
-                 **options: Any) -> Any:
+                 **options: Any) -> IZopelessTransactionManager:
     """Install the Zopeless transaction manager and return it.
 
     Connection settings come from the arguments, then the environment
@@ -94,19 +94,16 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
         declared = queryUtility(IDatabaseConfig)
         if declared is not None and dbname is dbhost is dbuser is dsn is None \
                 and not options:
-            config = declared
-            if (implicitBegin, isolation) != (declared.implicitBegin,
-                                              declared.isolation):
-                config = DatabaseConfig(
-                    dsn=None, implicitBegin=implicitBegin,
-                    isolation=isolation, libpq_options=
-                    declared.connect_kwargs())
+            # The site's database, with every setting it declares; the
+            # arguments change only what they name.
+            config = declared.replace(implicitBegin=implicitBegin,
+                                      isolation=isolation, debug=debug)
         else:
             config = DatabaseConfig(dbname=dbname, dbhost=dbhost,
                                     dbuser=dbuser, dsn=dsn,
                                     implicitBegin=implicitBegin,
-                                    isolation=isolation, **options)
-        config.debug = bool(debug)
+                                    isolation=isolation, debug=debug,
+                                    **options)
         installed = installedTransactionManager()
         if installed is not None:
             if installed.config == config:
@@ -124,7 +121,8 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
         return ztm
 
 
-def installedTransactionManager() -> Optional[Any]:
+def installedTransactionManager(
+) -> Optional[IZopelessTransactionManager]:
     """The installed manager (the IZopelessTransactionManager utility), or
     None."""
     return queryUtility(IZopelessTransactionManager)
@@ -133,3 +131,52 @@ def installedTransactionManager() -> Optional[Any]:
 def isZopeless() -> bool:
     """True while a Zopeless transaction manager is installed."""
     return installedTransactionManager() is not None
+
+
+# -- test isolation ----------------------------------------------------------
+# zope.testing.cleanup.cleanUp() undoes initZopeless(), as zope.component's
+# own clean-up empties its registry; registered only where zope.testing is
+# installed, so scripts do not need it.  That registry clean-up runs before
+# this one (it was registered first) and forgets the utility, so the
+# installed manager is remembered from its registration event instead.
+
+import transaction  # noqa: E402
+import zope.event  # noqa: E402
+from zope.interface.interfaces import IUtilityRegistration  # noqa: E402
+from zope.interface.interfaces import Registered  # noqa: E402
+from zope.interface.interfaces import Unregistered  # noqa: E402
+
+_registered_manager: Optional[IZopelessTransactionManager] = None
+
+
+def _note_registration(event: object) -> None:
+    global _registered_manager
+    registration = getattr(event, 'object', None)
+    if not IUtilityRegistration.providedBy(registration) or \
+            registration.provided is not IZopelessTransactionManager:
+        return
+    if isinstance(event, Registered):
+        _registered_manager = registration.component
+    elif isinstance(event, Unregistered) and \
+            registration.component is _registered_manager:
+        _registered_manager = None
+
+
+def _reset_for_tests() -> None:
+    global _registered_manager, _zcml_loaded
+    ztm, _registered_manager = _registered_manager, None
+    if ztm is not None:
+        ztm.uninstall()
+    transaction.manager.explicit = False
+    transaction.manager.abort()
+    _zcml_loaded = False  # the registry is empty: execute the ZCML again
+
+
+try:
+    from zope.testing.cleanup import addCleanUp
+except ImportError:
+    pass
+else:
+    zope.event.subscribers.append(_note_registration)
+    addCleanUp(_reset_for_tests)
+    del addCleanUp

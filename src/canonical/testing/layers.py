@@ -9,9 +9,16 @@
     Also a fresh copy of the sample database, ``launchpad_ftest``, for
     every test; it is dropped after the test.  The harness in use is
     ``LaunchpadLayer.harness``.
+
+After each test both run ``zope.testing.cleanup.cleanUp()``: the manager a
+test installed is uninstalled, ``transaction`` is back in implicit mode,
+the reconnect coordinators are forgotten and the site ZCML is executed
+again by the next ``initZopeless()``.
 """
 
 import os
+
+from zope.testing.cleanup import cleanUp
 
 from canonical.database.cluster import ensure_cluster
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
@@ -53,7 +60,7 @@ class DatabaseLayer:
 
     @classmethod
     def testTearDown(cls):
-        pass
+        cleanUp()
 
 
 class LaunchpadLayer(DatabaseLayer):
@@ -76,6 +83,7 @@ class LaunchpadLayer(DatabaseLayer):
 
     @classmethod
     def testTearDown(cls):
+        cleanUp()  # before the drop: the manager's sessions end first
         harness, LaunchpadLayer.harness = LaunchpadLayer.harness, None
         if harness is not None:
             harness.tearDown()

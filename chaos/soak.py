@@ -2,7 +2,7 @@
 
 ::
 
-    from canonical.database.chaos.soak import run_soak
+    from chaos.soak import run_soak
     report = run_soak(duration=20, workers=8, seed=1)
     assert report['passed'], report['failures']
 """
@@ -22,16 +22,18 @@ from typing import Any, Dict, List, Optional
 import psycopg2
 
 import canonical.lp
-from canonical.database.chaos import audit
-from canonical.database.chaos.durability import durability_case
-from canonical.database.chaos.faults import KINDS, FaultInjector
-from canonical.database.chaos.models import OPENING_BALANCE, SCHEMA
-from canonical.database.chaos.report import figures, write_json
-from canonical.database.chaos.workload import JournalBook, Worker
+from chaos import audit
+from chaos.durability import durability_case
+from chaos.faults import KINDS, FaultInjector
+from chaos.models import OPENING_BALANCE, SCHEMA
+from chaos.report import figures, write_json
+from chaos.workload import JournalBook, Worker
 from canonical.database.cluster import Cluster, default_base
+from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
 from canonical.database.cluster.conf import PASSWORD_ROLE
 from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.database.ftests.tcpproxy import TCPProxy
 from canonical.lp import initZopeless
 
 __all__ = ['run_soak', 'DBNAME', 'MAX_CONNECTIONS']
@@ -44,18 +46,9 @@ _STOP_GRACE = 30.0  # seconds a worker has to finish its unit after the end
 class _LogTally(logging.Handler):
     """Counts the library's log records; keeps the serious ones."""
 
-    # Messages worth a figure of their own.
-    NOTABLE = {
-        'too many clients': 'too_many_clients',
-        'after its answer was lost': 'commits_resolved',
-        'Committed prepared transaction': 'orphans_recovered',
-        'left for start-up recovery': 'prepared_left_for_recovery',
-    }
-
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.counts: Dict[str, int] = {}
-        self.notable: Dict[str, int] = {}
         self.serious: List[str] = []
         self.password_leaks = 0
 
@@ -71,9 +64,6 @@ class _LogTally(logging.Handler):
             return
         self.counts[record.levelname] = self.counts.get(
             record.levelname, 0) + 1
-        for text, name in self.NOTABLE.items():
-            if text in message:
-                self.notable[name] = self.notable.get(name, 0) + 1
         if record.levelno >= logging.ERROR and len(self.serious) < 20:
             self.serious.append('%s %s: %s' % (
                 record.levelname, record.name, message[:300]))
@@ -199,8 +189,7 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             conn.close()
         baseline = audit.leftovers(admin, DBNAME, 0, wait=0)['backends']
 
-        from canonical.database.chaos.proxy import ChaosProxy
-        proxy = ChaosProxy('127.0.0.1', cluster.port).start()
+        proxy = TCPProxy('127.0.0.1', cluster.port)
         ztm = initZopeless(dbname=DBNAME,
                            dbhost='127.0.0.1 port=%d' % proxy.port,
                            dbuser=PASSWORD_ROLE,
@@ -250,11 +239,17 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
                 conn.close()
             for worker in hung:
                 worker.join(10)
+        prepared = prepared_for(ztm.config)
         report['reconnect'] = {
             'attempts': coordinator.attempts,
             'outage_attempts': coordinator.outage_attempts,
             'outages': coordinator.outages,
             'last_downtime': round(coordinator.last_downtime, 3),
+            'refusals': dict(coordinator.refusals),
+            'commits_resolved': prepared.settled,
+            'orphans_recovered': prepared.orphans_recovered,
+            'deferred_prepared': prepared.deferred,
+            'deferred_prepared_finished': prepared.deferred_finished,
         }
         report['seconds'] = round(ended - started, 3)
         ztm.uninstall()
@@ -286,7 +281,6 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         report.update(figures(units, crew, injector, monitor.outages,
                               started))
         report['library_log'] = {'counts': dict(tally.counts),
-                                 'notable': dict(tally.notable),
                                  'serious': list(tally.serious)}
         if durability_units:
             say('durability case: %d units, then a crash'

@@ -15,15 +15,15 @@ Run it::
     bin/chaos --duration 60 --workers 8 --seed 1
 
 It prints a short table, writes a JSON report and exits non-zero when the
-audit fails.  See ``run_soak`` in ``canonical.database.chaos.soak``.
+audit fails.  See ``run_soak`` in ``chaos.soak``.
 """
 
-from canonical.database.chaos.faults import KINDS
+from chaos.faults import KINDS
 
 __all__ = ['KINDS', 'run_soak']
 
 
 def run_soak(*args, **kw):
-    """See canonical.database.chaos.soak.run_soak."""
-    from canonical.database.chaos.soak import run_soak as run
+    """See chaos.soak.run_soak."""
+    from chaos.soak import run_soak as run
     return run(*args, **kw)

@@ -25,7 +25,7 @@ from sqlobject.sqlbuilder import IN
 from transaction.interfaces import IDataManager
 from zope.interface import implementer
 
-from canonical.database.chaos.models import Account, Transfer
+from chaos.models import Account, Transfer
 from canonical.database.classify import error_chain
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import DatabaseUnavailableError

@@ -18,6 +18,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import psycopg2
 
+from canonical.database.ftests.interfaces import ITCPProxy
+from canonical.database.ftests.tcpproxy import COMMIT_STATEMENTS
+
 __all__ = ['KINDS', 'Fault', 'FaultInjector']
 
 KINDS = (
@@ -53,7 +56,7 @@ class FaultInjector(threading.Thread):
     connection that does not go through the proxy.
     """
 
-    def __init__(self, seed: Any, cluster: Any, proxy: Any,
+    def __init__(self, seed: Any, cluster: Any, proxy: ITCPProxy,
                  admin: Callable[..., Any], dbname: str,
                  kinds: tuple = KINDS, interval: float = 1.5,
                  warmup: float = 0.5) -> None:
@@ -115,6 +118,8 @@ class FaultInjector(threading.Thread):
 
     def stop(self, timeout: float = 120.0) -> None:
         self.stop_event.set()
+        with self.proxy.changed:
+            self.proxy.changed.notify_all()
         self.join(timeout)
 
     def counts(self) -> Dict[str, int]:
@@ -153,11 +158,11 @@ class FaultInjector(threading.Thread):
         for i in range(traps):
             forward = (b + i * 0.37) % 1.0 < 0.75
             forwarded += forward
-            self.proxy.arm_commit_trap(forward)
-        deadline = time.monotonic() + 3.0
-        while self.proxy.sprung - before < traps and \
-                time.monotonic() < deadline and not self.stop_event.is_set():
-            time.sleep(0.01)
+            self.proxy.trap(COMMIT_STATEMENTS, forward=forward)
+        with self.proxy.changed:  # stop() notifies it too
+            self.proxy.changed.wait_for(
+                lambda: self.proxy.sprung - before >= traps or
+                self.stop_event.is_set(), 3.0)
         left = self.proxy.disarm()
         return {'armed': traps, 'forwarded': forwarded,
                 'sprung': traps - left}
@@ -276,7 +281,7 @@ class FaultInjector(threading.Thread):
     def _slow_responses(self, a: float, b: float) -> dict:
         delay = 0.02 + 0.13 * b
         seconds = 1.0 + 2.0 * a
-        self.proxy.set_delay(delay)
+        self.proxy.set_delay(down=delay)
         try:
             self._sleep(seconds)
         finally:

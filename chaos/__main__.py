@@ -1,13 +1,13 @@
-"""``python -m canonical.database.chaos``: run the soak, print the table,
-write the JSON report; exit 0 when the audit passed, 1 when it failed and
-2 when the soak could not run."""
+"""``bin/chaos``: run the soak, print the table, write the JSON report;
+exit 0 when the audit passed, 1 when it failed and 2 when the soak could
+not run."""
 
 import argparse
 import os
 import random
 import sys
 
-from canonical.database.chaos.faults import KINDS
+from chaos.faults import KINDS
 from canonical.database.cluster import default_base
 
 
@@ -53,8 +53,8 @@ def main(argv=None):
         parser.error('unknown fault kinds: %s' % ', '.join(sorted(unknown)))
     json_path = args.json or os.path.join(default_base(),
                                           'chaos-report.json')
-    from canonical.database.chaos.report import table
-    from canonical.database.chaos.soak import run_soak
+    from chaos.report import table
+    from chaos.soak import run_soak
     try:
         report = run_soak(
             duration=args.duration, workers=args.workers, seed=seed,
