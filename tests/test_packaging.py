@@ -41,6 +41,7 @@ class SiteZcmlTests(unittest.TestCase):
 
     def tearDown(self):
         shutil.rmtree(self.tmp)
+        os.environ.pop('ZOPELESS_SITE_ZCML', None)
         if self.saved is not None:
             os.environ['ZOPELESS_SITE_ZCML'] = self.saved
 
