@@ -220,9 +220,10 @@ def run(args, settings, wanted, available, problems, cluster, say):
     else:
         print('\nStorm %s and storm.zope.zstorm import on Python %s.' % (
             _version('storm'), platform.python_version()))
+    shown = os.path.relpath(output)
     print('%s run, %.0f s, results in %s' % (
         'quick' if args.quick else 'full', extra['seconds'],
-        os.path.relpath(output)))
+        output if shown.startswith(os.pardir) else shown))
 
     if args.profile:
         print(profile_library(system('zopeless'), ids))
