@@ -9,8 +9,11 @@ here, checks what was committed with a separate connection, and drops the
 database again.  Exit status 0 when every check passes.
 """
 
+import importlib
 import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import sys
 
 import psycopg2
@@ -24,6 +27,11 @@ from canonical.lp import site_zcml_path
 from canonical.lp.version import __version__
 
 DBNAME = 'zopeless_smoke'
+
+# The test kit, whose extra needs are the test extra (not installed here).
+TEST_KIT = ('canonical.database.cluster', 'canonical.database.ftests',
+            'canonical.launchpad.ftests', 'canonical.testing')
+TEST_EXTRA = ('zope.testrunner', 'zope.testing', 'hypothesis', 'twisted')
 
 
 class SmokeItem(SQLBase):
@@ -91,6 +99,21 @@ def check_installed_copy():
           'version %s, as the distribution says' % installed)
 
 
+def check_runtime_dependencies():
+    missing = [name for name in TEST_EXTRA
+               if importlib.util.find_spec(name) is None]
+    check(missing == list(TEST_EXTRA),
+          'the test extra is not installed (%s)' % ', '.join(TEST_EXTRA))
+    import canonical
+    names = [info.name for info in pkgutil.walk_packages(
+        canonical.__path__, 'canonical.')
+        if not info.name.startswith(TEST_KIT)]
+    for name in names:
+        importlib.import_module(name)
+    check(len(names) > 20, 'the %d modules of the library import with the '
+          'runtime dependencies alone' % len(names))
+
+
 def run():
     ztm = initZopeless(dbname=DBNAME, implicitBegin=False)
     ztm.begin()
@@ -116,6 +139,7 @@ def run():
 
 def main():
     check_installed_copy()
+    check_runtime_dependencies()
     create_database()
     try:
         run()
