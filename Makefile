@@ -1,5 +1,6 @@
-# The two commands of the README.  Each sets up what is missing first.
-.PHONY: demo test
+# The two commands of the README (each sets up what is missing first), and
+# the project's checks.  .ci/run runs the checks in order.
+.PHONY: demo test matrix dist smoke pins
 
 demo:
 	@scripts/setup.sh
@@ -8,3 +9,22 @@ demo:
 test:
 	@scripts/setup.sh
 	bin/test --path $(CURDIR)/tests $(ARGS)
+
+# The test suite on each supported Python (PYTHONS="3.9 3.13" for some).
+matrix:
+	@scripts/setup.sh
+	scripts/matrix.sh $(PYTHONS)
+
+# The sdist and the wheel in dist/, checked.
+dist:
+	@scripts/setup.sh
+	scripts/dist.sh
+
+# The wheel of dist/ in a fresh virtualenv, used from outside the checkout.
+smoke: dist
+	scripts/smoke.sh
+
+# constraints.txt anew, from the newest versions setup.py allows.
+pins:
+	python3 scripts/pins.py generate
+	python3 scripts/pins.py check

@@ -1,7 +1,6 @@
 """Benchmarks of the Zopeless transaction manager against raw psycopg2,
 SQLObject alone, the 2005 reconnect strategy, zope.sqlalchemy and Storm.
 
-Run ``bin/bench`` (or ``bin/python -m benchmarks -- --quick``: the
-interpreter script reads options before the module's), with ``--quick``
-for a short run; see run.py for the options.
+Run ``bin/bench`` (or ``bin/python -m benchmarks``), with ``--quick`` for
+a short run; see run.py for the options.
 """

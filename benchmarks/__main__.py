@@ -1,4 +1,4 @@
-"""Entry point: ``bin/python -m benchmarks -- [--quick]`` (or ``bin/bench``).
+"""Entry point: ``bin/python -m benchmarks [--quick]`` (or ``bin/bench``).
 
 Also runs as a script (``bin/python benchmarks/__main__.py --quick``), for
 interpreters whose path lacks the checkout's root.

@@ -3,10 +3,13 @@ PostgreSQL cluster of its own, the sample database, and the moments the
 server starts accepting connections.
 
 Anchor packages (SQLAlchemy, zope.sqlalchemy, Storm) are benchmark-only:
-they are installed with pip into ``var/bench-extras`` the first time and
-appended to ``sys.path``, so the project's own eggs always win.
+they are installed with pip into ``var/bench-extras``, at the versions of
+constraints.txt, the first time (and again when the pins change), and
+appended to ``sys.path``, so the project's own eggs always win.  They stay
+out of buildout, so that ``make test`` need not compile Storm.
 """
 
+import hashlib
 import importlib
 import os
 import re
@@ -18,6 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAR = os.path.join(ROOT, 'var')
 EXTRAS = os.path.join(VAR, 'bench-extras')
+CONSTRAINTS = os.path.join(ROOT, 'constraints.txt')
 CLUSTER_BASE = os.path.join(VAR, 'bench-cluster')
 DBNAME = 'zopeless_bench'
 DBUSER = 'launchpad'
@@ -34,34 +38,45 @@ def _pip_command():
     return candidates
 
 
+def _pins_stamp():
+    with open(CONSTRAINTS, 'rb') as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def _install_extras(log):
+    """pip install the anchors into EXTRAS at the pinned versions."""
+    stamp_file = os.path.join(EXTRAS, '.pins')
+    try:
+        with open(stamp_file) as f:
+            if f.read() == _pins_stamp():
+                return
+    except OSError:
+        pass
+    log('installing %s into %s' % (', '.join(EXTRA_PACKAGES), EXTRAS))
+    env = dict(os.environ, PIP_CONSTRAINT=CONSTRAINTS)
+    for pip in _pip_command():
+        result = subprocess.run(
+            pip + ['install', '-q', '--disable-pip-version-check', '--upgrade',
+                   '--target', EXTRAS] + list(EXTRA_PACKAGES),
+            capture_output=True, text=True, env=env)
+        if result.returncode == 0:
+            with open(stamp_file, 'w') as f:
+                f.write(_pins_stamp())
+            break
+    else:
+        tail = (result.stderr or result.stdout).strip().splitlines()
+        log('pip install failed: %s' % (tail[-1] if tail else '?'))
+    importlib.invalidate_caches()
+
+
 def ensure_extras(log=print):
-    """Install the anchor packages into var/bench-extras unless present;
+    """Install the anchor packages into var/bench-extras unless current;
     put that directory at the end of sys.path.  Returns {package: error}
     for what could not be imported."""
     if EXTRAS not in sys.path:
         sys.path.append(EXTRAS)
+    _install_extras(log)
     problems = {}
-    needed = []
-    for module, package in (('sqlalchemy', 'SQLAlchemy'),
-                            ('zope.sqlalchemy', 'zope.sqlalchemy'),
-                            ('storm', 'storm')):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            needed.append(package)
-    if needed:
-        log('installing %s into %s' % (', '.join(needed), EXTRAS))
-        for pip in _pip_command():
-            result = subprocess.run(
-                pip + ['install', '-q', '--disable-pip-version-check',
-                       '--target', EXTRAS] + list(needed),
-                capture_output=True, text=True)
-            if result.returncode == 0:
-                break
-        else:
-            tail = (result.stderr or result.stdout).strip().splitlines()
-            log('pip install failed: %s' % (tail[-1] if tail else '?'))
-        importlib.invalidate_caches()
     for module in ('sqlalchemy', 'zope.sqlalchemy', 'storm',
                    'storm.zope.zstorm'):
         try:
@@ -72,13 +87,29 @@ def ensure_extras(log=print):
 
 
 class BenchCluster:
-    """A private cluster under var/bench-cluster, restarted at will."""
+    """A private cluster under var/bench-cluster, restarted at will.
+
+    Use it as a context manager: on leaving, the server is stopped if it
+    was not running before, so a benchmark run leaves no server behind.
+    """
 
     def __init__(self, base=CLUSTER_BASE):
         from canonical.database.cluster import Cluster
         self.cluster = Cluster(base=base)
+        self.started_here = not self.cluster.status()['running']
         self.cluster.start()
         self._configure_log()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Stop the server if this object started it."""
+        if self.started_here:
+            self.cluster.stop('fast')
 
     @property
     def host(self):

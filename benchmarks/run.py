@@ -44,7 +44,7 @@ def parse_args(argv):
                              'throughput workloads and print the top entries')
     parser.add_argument('--output', default=None,
                         help='where to write results.json')
-    # A positional "quick", for interpreters that take no options after -m.
+    # A positional "quick", as older commands wrote it.
     parser.add_argument('mode', nargs='?', choices=['quick', 'full'],
                         default='full', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -64,8 +64,6 @@ def main(argv=None):
     say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     problems = env.ensure_extras(log=say)
     from benchmarks import systems as S
-    from benchmarks import workloads as W
-    from benchmarks.anchors import make_system
     available = [s for s in S.ALL if not (
         s == 'storm' and ('storm' in problems or
                           'storm.zope.zstorm' in problems)) and not (
@@ -75,7 +73,15 @@ def main(argv=None):
         say('anchor unavailable: %s (%s)' % (module, error))
 
     say('starting the benchmark cluster under %s' % env.CLUSTER_BASE)
-    cluster = env.BenchCluster()
+    with env.BenchCluster() as cluster:
+        return run(args, settings, wanted, available, problems, cluster, say)
+
+
+def run(args, settings, wanted, available, problems, cluster, say):
+    """Every workload asked for, against cluster; prints the report."""
+    from benchmarks import systems as S
+    from benchmarks import workloads as W
+    from benchmarks.anchors import make_system
     setup, (low, high, count) = env.prepare_database(cluster, log=say)
     ids = list(range(1, 31))
     counter = env.ConnectCounter()
@@ -237,9 +243,9 @@ def main(argv=None):
     for e in fixed:
         e['ratio'], e['ratio_to'] = saved[id(e)]
     extra['seconds'] = time.time() - started
-    results.save(args.output or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), 'results.json'),
-        meta=extra)
+    output = args.output or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), 'results.json')
+    results.save(output, meta=extra)
     print(results.table())
     print()
     print(check_targets(results))
@@ -248,8 +254,10 @@ def main(argv=None):
     else:
         print('\nStorm %s and storm.zope.zstorm import on Python %s.' % (
             _version('storm'), platform.python_version()))
-    print('%s run, %.0f s, results in benchmarks/results.json' % (
-        'quick' if args.quick else 'full', extra['seconds']))
+    shown = os.path.relpath(output)
+    print('%s run, %.0f s, results in %s' % (
+        'quick' if args.quick else 'full', extra['seconds'],
+        output if shown.startswith(os.pardir) else shown))
 
     if args.profile:
         print(profile_library(system('zopeless'), ids))

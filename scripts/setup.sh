@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Prepare a checkout: PostgreSQL server binaries, a virtualenv holding
-# zc.buildout, then bin/python and bin/test from buildout.cfg.
-# Safe to run again: it only does what is missing or out of date.
+# zc.buildout, the version pins for buildout, then bin/python, bin/test and
+# the other scripts of buildout.cfg.
+# Safe to run again: each step only does what is missing or out of date.
+# To add a step, write a step_* function and list it in STEPS at the end.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PYTHON=${PYTHON:-python3}
-BUILDOUT_PINS="zc.buildout==6.0.1 zc.recipe.egg==6.0.0 zc.recipe.testrunner==5.0"
+# The set-up's own tools, installed into .venv at the versions of
+# constraints.txt (scripts/pins.py pins them: keep its TOOLS in step).
+VENV_TOOLS="zc.buildout zc.recipe.egg zc.recipe.testrunner packaging"
+# What buildout.cfg makes.
+BUILDOUT_SCRIPTS="python test twistd bench chaos"
 
-say() { echo "setup: $*"; }
-die() { echo "setup: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
+# 1. PostgreSQL server binaries.
 has_server() {
     [ -x "$1/initdb" ] && [ -x "$1/pg_ctl" ] && [ -x "$1/postgres" ]
 }
@@ -39,68 +44,73 @@ find_pg_server() {
     return 1
 }
 
-apt_install() {
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
-# 1. PostgreSQL server binaries.
-if ! find_pg_server; then
+step_pg_server() {
+    find_pg_server && return 0
     if [ -n "${ZOPELESS_PG_BINDIR:-}" ]; then
         die "ZOPELESS_PG_BINDIR=$ZOPELESS_PG_BINDIR has no initdb, pg_ctl and postgres"
     fi
-    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
-        die "PostgreSQL server binaries not found; install the PostgreSQL server (Debian/Ubuntu: apt-get install postgresql) and run this again"
-    fi
+    can_apt || die "PostgreSQL server binaries not found; install the PostgreSQL server (Debian/Ubuntu: apt-get install postgresql) and run this again"
     say "installing the PostgreSQL server (apt-get install postgresql)"
     # Only the binaries are used: the private cluster lives under var/.
     # The distribution's default cluster is not needed, so do not create it.
-    conf=/etc/postgresql-common/createcluster.d/zopeless.conf
+    local conf=/etc/postgresql-common/createcluster.d/zopeless.conf
     if [ ! -e "$conf" ]; then
         mkdir -p "$(dirname "$conf")"
         echo "create_main_cluster = false" > "$conf"
     fi
     apt_install postgresql || die "apt-get install postgresql failed"
     find_pg_server || die "postgresql is installed but its server binaries were not found"
-fi
+}
 
-# 2. A virtualenv with zc.buildout.
-marker=.venv/.zopeless-buildout
-if [ ! -x .venv/bin/buildout ] || [ "$(cat "$marker" 2>/dev/null)" != "$BUILDOUT_PINS" ]; then
-    say "creating .venv with $BUILDOUT_PINS"
-    if ! "$PYTHON" -m venv .venv >/dev/null 2>&1; then
-        rm -rf .venv
-        if is_root && command -v apt-get >/dev/null 2>&1 && \
-                [ "$(readlink -f "$(command -v "$PYTHON")")" = "$(readlink -f /usr/bin/python3)" ]; then
-            apt_install python3-venv || die "apt-get install python3-venv failed"
-            "$PYTHON" -m venv .venv || die "$PYTHON -m venv failed"
-        else
-            die "$PYTHON -m venv failed; install Python's venv module (Debian: apt-get install python3-venv)"
-        fi
+# 2. A virtualenv with zc.buildout, at the pinned versions.
+step_venv() {
+    local marker=.venv/.zopeless-tools stamp
+    stamp="$VENV_TOOLS $(sha1sum constraints.txt | cut -d' ' -f1)"
+    if [ -x .venv/bin/buildout ] && [ "$(cat "$marker" 2>/dev/null)" = "$stamp" ]; then
+        return 0
     fi
+    say "creating .venv with $VENV_TOOLS"
+    rm -rf .venv
+    make_venv "$PYTHON" .venv
     # shellcheck disable=SC2086
-    .venv/bin/pip install -q --disable-pip-version-check $BUILDOUT_PINS \
-        || die "pip install of $BUILDOUT_PINS failed"
-    echo "$BUILDOUT_PINS" > "$marker"
-fi
+    pip_install .venv $VENV_TOOLS || die "pip install of $VENV_TOOLS failed"
+    echo "$stamp" > "$marker"
+}
 
-# 3. bin/python and bin/test (and whatever else buildout.cfg lists).
-need_buildout=no
-for script in bin/python bin/test; do
-    [ -x "$script" ] || need_buildout=yes
-done
-if [ "$need_buildout" = no ]; then
-    [ bin/test -nt setup.py ] && [ bin/test -nt buildout.cfg ] || need_buildout=yes
-    # Scripts made by another interpreter (or in another checkout).
-    head -n1 bin/test | grep -qF "$ROOT/.venv/" || need_buildout=yes
-    if grep -q '^\[twistd\]' buildout.cfg && [ ! -x bin/twistd ]; then
-        need_buildout=yes
+# 3. buildout's [versions]: the pins of constraints.txt for this Python.
+step_versions() {
+    mkdir -p var
+    if [ ! -e var/versions.cfg ] || [ constraints.txt -nt var/versions.cfg ] \
+            || [ .venv/.zopeless-tools -nt var/versions.cfg ]; then
+        .venv/bin/python scripts/pins.py buildout var/versions.cfg \
+            || die "could not write var/versions.cfg from constraints.txt"
     fi
-fi
-if [ "$need_buildout" = yes ]; then
+}
+
+# 4. bin/python and bin/test (and whatever else buildout.cfg lists).
+buildout_is_current() {
+    local script input
+    for script in $BUILDOUT_SCRIPTS; do
+        [ -x "bin/$script" ] || return 1
+    done
+    for input in setup.py buildout.cfg var/versions.cfg src/canonical/lp/version.py; do
+        [ bin/test -nt "$input" ] || return 1
+    done
+    # Scripts made by another interpreter (or in another checkout).
+    head -n1 bin/test | grep -qF "$ROOT/.venv/" || return 1
+}
+
+step_buildout() {
+    buildout_is_current && return 0
     say "running buildout"
-    .venv/bin/buildout -N -q buildout:show-picked-versions=false \
+    # PIP_CONSTRAINT pins what buildout's pip builds with (setuptools).
+    PIP_CONSTRAINT="$ROOT/constraints.txt" \
+        .venv/bin/buildout -N -q buildout:show-picked-versions=false \
         || die "buildout failed (see the messages above)"
     touch bin/test bin/python
-fi
+}
+
+STEPS="step_pg_server step_venv step_versions step_buildout"
+for step in $STEPS; do
+    "$step"
+done

@@ -155,7 +155,8 @@ class TestConnectionSettings(CleanUp, unittest.TestCase):
 def everything_about(error):
     """Message, repr and the whole chained traceback of ``error``."""
     return '\n'.join([str(error), repr(error)] +
-                     traceback.format_exception(error))
+                     traceback.format_exception(type(error), error,
+                                                error.__traceback__))
 
 
 class TestPasswordNeverLeaks(unittest.TestCase):

@@ -14,6 +14,7 @@ from canonical.database.ftests import getDBHost
 from canonical.database.ftests import getDBPort
 from canonical.database.ftests.interfaces import ITCPProxy
 from canonical.database.ftests.tcpproxy import TCPProxy
+from canonical.database.ftests.waiting import wait_for
 from canonical.testing.layers import DatabaseLayer
 
 
@@ -22,6 +23,10 @@ class ProxyTestCase(unittest.TestCase):
     layer = DatabaseLayer
 
     def setUp(self):
+        # Sessions an earlier test closed or cut may still be ending on the
+        # server; the counts below are of this test's sessions only.
+        wait_for(lambda: self.backends() == 0, 10,
+                 'earlier test sessions to end')
         self.proxy = TCPProxy(getDBHost(), getDBPort())
         self.addCleanup(self.proxy.close)
 

@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 import psycopg2
@@ -26,6 +27,7 @@ from canonical.database.perdatabase import forget_all
 from canonical.database.prepared import PreparedTransactions
 from canonical.database.prepared import prepared_for
 from canonical.database.interfaces import ConfigurationError
+from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IPreparedTransactions
@@ -488,3 +490,27 @@ class TestInterruptedWaits(unittest.TestCase):
             coordinator.connect(config)
         self.assertEqual(coordinator._in_flight, 0)
         self.assertEqual(coordinator.refusals, {})
+
+
+class TestProbeSchedule(unittest.TestCase):
+    """A prober taking over from one that gave up continues the outage's
+    schedule: waiters whose deadlines fall close together add no
+    attempts."""
+
+    def test_successive_deadlines_make_no_extra_attempts(self):
+        config = DatabaseConfig(dbname='db', environ={},
+                                reconnect_initial_delay=1.0,
+                                reconnect_max_delay=1.0)
+
+        def refusing(config):
+            raise psycopg2.OperationalError('connection refused')
+
+        coordinator = reconnect.ReconnectCoordinator(config,
+                                                     connector=refusing)
+        for timeout in (0.1, 0.15, 0.2):
+            with self.assertRaises(DatabaseUnavailableError):
+                coordinator.connect(config, time.monotonic() + timeout)
+        # The first caller's own attempt; each later prober found the last
+        # attempt too recent to try again before its deadline.
+        self.assertEqual(coordinator.attempts, 1)
+        self.assertTrue(coordinator.in_outage)

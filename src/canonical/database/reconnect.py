@@ -82,6 +82,7 @@ class ReconnectCoordinator:
         self._last_success = -1e9   # monotonic time of the last connect
         self._last_loss = -1e9      # ... and of the last connection lost
         self._outage_started = 0.0
+        self._last_attempt = -1e9   # monotonic time of the last attempt
         # Figures for tests, benchmarks and the chaos soak.
         self.refusals: Dict[str, int] = {}
         self.attempts = 0
@@ -110,6 +111,7 @@ class ReconnectCoordinator:
 
     def _attempt(self, config: IDatabaseConfig) -> Any:
         self.attempts += 1
+        self._last_attempt = time.monotonic()
         try:
             conn = self._connector(config)
         except psycopg2.Error as e:
@@ -223,13 +225,8 @@ class ReconnectCoordinator:
                           config.reconnect_max_delay)
         tries = 0
         while True:
-            delay = backoff.next_delay()
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._raise_unavailable(config)
-                delay = min(delay, remaining)
-            time.sleep(delay)
+            self._sleep_until(self._next_attempt_time(
+                config, backoff.next_delay(), deadline))
             tries += 1
             self.outage_attempts += 1
             try:
@@ -251,6 +248,25 @@ class ReconnectCoordinator:
                      'of downtime.', self.config.describe(), tries,
                      downtime)
             return conn
+
+    def _next_attempt_time(self, config: IDatabaseConfig, delay: float,
+                           deadline: Optional[float]) -> float:
+        """When the prober should try next: ``delay`` after the last
+        attempt anyone made, or at the deadline.  A prober taking over from
+        one that gave up continues the schedule instead of trying at once,
+        and at its deadline it tries a last time only when nobody just did:
+        waiters with deadlines close together add no attempts."""
+        due = max(self._last_attempt + delay, time.monotonic())
+        if deadline is None or due <= deadline:
+            return due
+        if deadline - self._last_attempt < config.reconnect_initial_delay:
+            self._sleep_until(deadline)
+            self._raise_unavailable(config)
+        return deadline
+
+    @staticmethod
+    def _sleep_until(when: float) -> None:
+        time.sleep(max(0.0, when - time.monotonic()))
 
     @staticmethod
     def _raise_unavailable(config: IDatabaseConfig) -> None:

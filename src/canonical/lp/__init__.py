@@ -41,16 +41,26 @@ _zcml_loaded = False
 
 
 def site_zcml_path() -> str:
-    """The site ZCML initZopeless() executes: $ZOPELESS_SITE_ZCML, else
-    zcml/script.zcml of the source tree, else the package's own."""
+    """The site ZCML initZopeless() executes, the first of:
+
+    1. the file named by ``$ZOPELESS_SITE_ZCML``;
+    2. ``zcml/script.zcml`` of the source checkout, when the library runs
+       from one (``src/canonical/lp`` below a directory with ``setup.py``);
+    3. ``canonical/lp/script.zcml``, the library's own, which registers the
+       manager and its connections and declares no database.
+
+    A site's file includes the library's (``<include package="canonical.lp"
+    file="script.zcml" />``) and adds its own directives.
+    """
     path = os.environ.get('ZOPELESS_SITE_ZCML')
     if path:
         return path
     here = os.path.dirname(os.path.abspath(__file__))
-    tree = os.path.join(here, os.pardir, os.pardir, os.pardir, 'zcml',
-                        'script.zcml')
-    if os.path.exists(tree):
-        return os.path.normpath(tree)
+    checkout = os.path.normpath(os.path.join(here, *[os.pardir] * 3))
+    site = os.path.join(checkout, 'zcml', 'script.zcml')
+    if os.path.exists(os.path.join(checkout, 'setup.py')) and \
+            os.path.exists(site):
+        return site
     return os.path.join(here, 'script.zcml')
 
 
