@@ -3,7 +3,10 @@ statement, errors inside a transaction, isolation levels, savepoints and
 the raw ways into the transaction (COPY, LISTEN, server-side cursors)."""
 
 import io
+import os
 import select
+import shutil
+import tempfile
 import threading
 
 import psycopg2
@@ -11,6 +14,7 @@ import transaction
 from psycopg2 import sql
 from sqlobject import dberrors
 
+from canonical.database.interfaces import TransactionAbortedError
 from canonical.database.txcontrol import DeclaredCursor
 from canonical.launchpad.database import Person
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
@@ -207,16 +211,42 @@ class TestStatementErrors(TxTestCase):
         self.assertEqual(db.execute('SELECT %s', (1,)).fetchone(), (1,))
         self.ztm.commit()
 
-    def test_commit_after_an_error_rolls_back(self):
-        # What psycopg2 and PostgreSQL did before: COMMIT of an aborted
-        # transaction is a ROLLBACK, and nothing of it is kept.
+    def test_commit_after_an_error_says_nothing_was_committed(self):
+        # PostgreSQL answers COMMIT of an aborted transaction with a
+        # rollback and no error; commit() must not report success.
         self.ztm.begin()
         Person.get(1).karma = 1
         self.assertRaises(dberrors.ProgrammingError,
                           self.ztm.connection().execute, 'SELECT nonsense')
-        self.ztm.commit()
+        with self.assertRaises(TransactionAbortedError) as caught:
+            self.ztm.commit()
+        self.assertIsInstance(caught.exception, dberrors.InternalError)
+        self.assertEqual(caught.exception.pgcode, '25P02')
+        self.assertIn('nothing was committed', str(caught.exception))
+        self.ztm.abort()
         self.ztm.begin()
         self.assertEqual(Person.get(1).karma, 130)
+        self.ztm.abort()
+
+    def test_other_data_managers_do_not_commit_either(self):
+        # Two-phase: the database votes last and refuses, so a data
+        # manager that voted yes is rolled back with it.
+        from canonical.database.ftests.filedm import FileDataManager
+        self.ztm.begin()
+        Person.get(1).karma = 1
+        self.assertRaises(dberrors.ProgrammingError,
+                          self.ztm.connection().execute, 'SELECT nonsense')
+        tmp = tempfile.mkdtemp(prefix='zopeless-test-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, 'report.txt')
+        transaction.get().join(FileDataManager(path, 'written'))
+        self.assertRaises(TransactionAbortedError, self.ztm.commit)
+        self.ztm.abort()
+        self.assertFalse(os.path.exists(path))
+        self.ztm.begin()
+        self.assertEqual(Person.get(1).karma, 130)
+        self.assertEqual(self.ztm.connection().execute(
+            'SELECT count(*) FROM pg_prepared_xacts').fetchone(), (0,))
         self.ztm.abort()
 
 

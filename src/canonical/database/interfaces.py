@@ -39,6 +39,7 @@ __all__ = [
     'DatabaseUnavailableError',
     'DisconnectionError',
     'CommitOutcomeUnknownError',
+    'TransactionAbortedError',
 ]
 
 
@@ -92,6 +93,15 @@ class DisconnectionError(ZopelessError, dberrors.OperationalError,
 class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
     """The connection died while COMMIT was in flight: the transaction may
     or may not have committed."""
+
+
+class TransactionAbortedError(ZopelessError, dberrors.InternalError):
+    """commit() was called after a statement of the transaction failed:
+    PostgreSQL has aborted the transaction and would answer COMMIT with a
+    rollback, so nothing of it was committed.  Call abort(); to go on
+    after an expected error, run that statement inside a savepoint."""
+
+    pgcode = '25P02'  # in_failed_sql_transaction
 
 
 # -- interfaces --------------------------------------------------------------

@@ -67,6 +67,7 @@ from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.interfaces import TransactionAbortedError
 
 __all__ = ['TransactionControl', 'DeclaredCursor', 'begin_statement',
            'finish_prepared', 'rollback_quietly']
@@ -78,6 +79,7 @@ Cursor = psycopg2.extensions.cursor
 # What psycopg2 executes; None stands for "the BEGIN alone".
 Query = Union[str, bytes, sql.Composable]
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_FAILED = psycopg2.extensions.TRANSACTION_STATUS_INERROR
 _DRIVER_ERRORS = (psycopg2.Error, dberrors.Error)
 
 _NOT_CONNECTED = ('No database connection in this thread: call begin() first '
@@ -332,7 +334,16 @@ class TransactionControl:
                 'The connection to %s was lost before %s (%s); nothing was '
                 'committed.  Abort, then begin() and run the transaction '
                 'again.' % (self.config.describe(), verb, reason))
-        return self._raw.get_transaction_status() != _IDLE
+        status = self._raw.get_transaction_status()
+        if status == _FAILED:
+            # PostgreSQL would answer COMMIT (or PREPARE) with a rollback
+            # and no error: a commit() that returned would be a lie.
+            raise TransactionAbortedError(
+                'Cannot %s: a statement of this transaction failed earlier, '
+                'so the database rolled it back and nothing was committed.  '
+                'Call abort(); to go on after an expected error, run that '
+                'statement inside a savepoint.' % verb)
+        return status != _IDLE
 
     def finish_prepared(self, gid: str, commit: bool) -> None:
         finish_prepared(self._raw, gid, commit)
