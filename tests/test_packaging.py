@@ -114,7 +114,7 @@ def throwaway_env(base):
     return env
 
 
-class ThrowawayClusterLayer:
+class ThrowawayStateLayer:
     """A cluster state directory of its own, destroyed at the end."""
 
     base = None
@@ -144,11 +144,11 @@ class ThrowawayClusterLayer:
 class CommandTests(unittest.TestCase):
     """bin/python and bin/bench's cluster, on one throwaway cluster."""
 
-    layer = ThrowawayClusterLayer
+    layer = ThrowawayStateLayer
 
     @property
     def base(self):
-        return ThrowawayClusterLayer.base
+        return ThrowawayStateLayer.base
 
     def bin_python(self, *args):
         return subprocess.run([BIN_PYTHON] + list(args), capture_output=True,
