@@ -65,6 +65,20 @@ if ! find_pg_server; then
     find_pg_server || die "postgresql is installed but its server binaries were not found"
 fi
 
+# 1b. PgBouncer, which the high-availability tests run in front of standbys.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+    if is_root && command -v apt-get >/dev/null 2>&1; then
+        say "installing PgBouncer (apt-get install pgbouncer)"
+        apt_install pgbouncer || die "apt-get install pgbouncer failed"
+        # Only the binary is used; the package's own service is not wanted.
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+        fi
+    else
+        say "PgBouncer not found: the tests that need it will fail; install it (Debian/Ubuntu: apt-get install pgbouncer)"
+    fi
+fi
+
 # 2. A virtualenv with zc.buildout.
 marker=.venv/.zopeless-buildout
 if [ ! -x .venv/bin/buildout ] || [ "$(cat "$marker" 2>/dev/null)" != "$BUILDOUT_PINS" ]; then

@@ -168,6 +168,12 @@ class Layout(ServerAddress):
         return self._state.get('port')
 
     @property
+    def host(self) -> str:
+        """The address the server listens on: loopback, or the address of
+        the network namespace it runs in."""
+        return self._state.get('host') or HOST
+
+    @property
     def runas(self) -> Optional[str]:
         """The OS user the server runs as, or None for the caller."""
         return self._state.get('runas')

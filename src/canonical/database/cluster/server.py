@@ -11,10 +11,12 @@ from typing import Optional, Tuple
 
 from . import conf
 from .binaries import find_bindir, has_server, server_version
-from .interfaces import ClusterError
-from .layout import HOST, LOCK_FILE, STATE_FILE, SUPERUSER
-from .layout import Layout, atomic_write, pick_port, port_free
+from .interfaces import ClusterError, IClusterServer
+from .interfaces import implementer
+from .layout import LOCK_FILE, STATE_FILE, SUPERUSER
+from .layout import pick_port, port_free
 from .process import clean_env, is_postgres, last_error
+from .settings import NodeSettings
 
 __all__ = ['Cluster']
 
@@ -22,14 +24,14 @@ MIN_FREE_BYTES = 64 * 1024 * 1024
 START_TIMEOUT = 60
 
 
-class Cluster(Layout):
+@implementer(IClusterServer)
+class Cluster(NodeSettings):
     """A PostgreSQL cluster whose files live under ``base`` (default var/).
 
     ``fsync`` turns fsync on (default: off, or ``ZOPELESS_PG_FSYNC=on``).
     """
 
     external = False
-    host = HOST
     superuser = SUPERUSER
 
     def __init__(self, base: Optional[str] = None,
@@ -149,28 +151,14 @@ class Cluster(Layout):
         method = 'scram-sha-256' if scram else 'md5'
         with open(os.path.join(tmp, 'postgresql.conf'), 'a') as f:
             f.write(conf.server_settings(self.rundir, scram))
-        with open(os.path.join(tmp, 'pg_hba.conf'), 'w') as f:
-            f.write(conf.hba(method))
+        self._state['auth_method'] = method
+        self._write_hba(tmp)
         os.rename(tmp, self.datadir)
         self._state.update(bindir=bindir, roles=False)
         self._save_state()
         marker = os.path.join(self.area, 'initialised')
         with open(marker, 'w') as f:
             f.write(server_version(bindir) + '\n')
-        return True
-
-    def _write_conf(self, port: int) -> bool:
-        """Write the per-start settings; True when the file changed."""
-        path = os.path.join(self.datadir, conf.START_CONF)
-        text = conf.start_settings(port, self.fsync)
-        try:
-            with open(path) as f:
-                if f.read() == text:
-                    return False
-        except OSError:
-            pass
-        atomic_write(path, text, 0o600)
-        self._chown(path)
         return True
 
     # -- the server process -------------------------------------------------
