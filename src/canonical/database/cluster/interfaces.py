@@ -211,8 +211,13 @@ class IPgBouncer(Interface):
     def reconnect():
         """RECONNECT: close each server connection once it is released."""
 
-    def kill_server_connections():
-        """KILL the database: drop every client and server connection."""
+    def server_pids():
+        """The backend pids of PgBouncer's server connections."""
+
+    def kill_server_connections(timeout=10):
+        """Terminate PgBouncer's server connections on the server (as an
+        administrator or a crash would) and wait until PgBouncer has
+        dropped them; returns how many there were."""
 
     def retarget(host, port):
         """Point PgBouncer at another server (RELOAD), e.g. a promoted

@@ -230,11 +230,20 @@ class PgBouncer:
         column = rows[0].index('remote_pid')
         return [int(row[column]) for row in rows[1:]]
 
-    def kill_server_connections(self) -> int:
+    def kill_server_connections(self, timeout: float = 10) -> int:
         pids = self.server_pids()
-        if pids:
-            self.server.psql('SELECT pg_terminate_backend(pid) FROM unnest('
-                             'ARRAY[%s]) AS pid' % ','.join(map(str, pids)))
+        if not pids:
+            return 0
+        self.server.psql('SELECT pg_terminate_backend(pid) FROM unnest('
+                         'ARRAY[%s]) AS pid' % ','.join(map(str, pids)))
+        # Until PgBouncer has read the end of those sessions it may still
+        # hand them out; the event is over when it has dropped them all.
+        deadline = time.monotonic() + timeout
+        while set(pids) & set(self.server_pids()):
+            if time.monotonic() > deadline:
+                raise PgBouncerError('pgbouncer kept its killed server '
+                                     'connections %s' % pids)
+            time.sleep(_POLL)
         return len(pids)
 
     def retarget(self, host: str, port: int) -> None:
