@@ -9,9 +9,11 @@ them when they change.
 """
 
 import os
+import time
 from typing import Any, Dict, List, Optional
 
 from . import conf
+from .interfaces import ClusterError
 from .layout import Layout, atomic_write
 
 __all__ = ['NodeSettings']
@@ -21,7 +23,7 @@ class NodeSettings(Layout):
     """Settings of the server whose files ``Layout`` describes.
 
     The class using it provides ``fsync``, ``is_running()``,
-    ``is_initialised()``, ``pg_ctl()`` and ``_lock()``.
+    ``is_initialised()``, ``pg_ctl()``, ``psql()`` and ``_lock()``.
     """
 
     def settings(self) -> Dict[str, Any]:
@@ -69,8 +71,19 @@ class NodeSettings(Layout):
         """What zopeless.conf holds beyond port and fsync."""
         return self.settings()
 
-    def _reload(self) -> None:
-        self.pg_ctl('reload', check=True, timeout=30)
+    def _reload(self, timeout: float = 30) -> None:
+        """Reload the configuration and wait until the server has: new
+        sessions see it, and every session has been signalled to read it
+        before its next statement."""
+        query = 'SELECT pg_conf_load_time()'
+        before = self.psql(query)
+        self.pg_ctl('reload', check=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self.psql(query) == before:
+            if time.monotonic() > deadline:
+                raise ClusterError('%r did not reload its configuration'
+                                   % self)
+            time.sleep(0.01)
 
     def _hba_text(self) -> str:
         return conf.hba(self._auth_method(), self.networks(),
