@@ -31,15 +31,17 @@ interpreter, before the project's dependencies are installed:
 
 For failover tests, ``ReplicationNode`` (a ``Cluster`` that streams to
 standbys or is one: ``make_standby()``, ``promote()``, ``fence()``,
-``follow()``) and ``PgBouncer`` (the operating system's, in transaction
-pooling mode, in front of a node) build the topologies users run in
-production, on this machine.
+``follow()``), ``PgBouncer`` (the operating system's, in transaction
+pooling mode, in front of a node) and ``NetworkHost`` (a network namespace,
+so that a server can vanish from the network silently) build the
+topologies users run in production, on this machine.
 
 Modules: ``interfaces`` (contracts and exceptions), ``binaries`` (finding
 the server), ``layout`` (files, state, server user, ports), ``conf``
 (configuration files), ``settings`` (a node's own settings), ``process``
 (process helpers), ``server`` (``Cluster``), ``replication``
-(``ReplicationNode``), ``pgbouncer`` (``PgBouncer``), ``external`` (``ExternalServer``, ``ensure_cluster``),
+(``ReplicationNode``), ``pgbouncer`` (``PgBouncer``), ``netns``
+(``NetworkHost``), ``external`` (``ExternalServer``, ``ensure_cluster``),
 ``cli`` (``main``).
 """
 
@@ -47,16 +49,17 @@ from .binaries import find_bindir
 from .cli import main
 from .external import ExternalServer, ensure_cluster
 from .interfaces import BinariesNotFound, ClusterError, ExternalServerError
-from .interfaces import PgBouncerError, ReplicationError
+from .interfaces import NetworkHostError, PgBouncerError, ReplicationError
 from .layout import default_base
+from .netns import NetworkHost
 from .pgbouncer import PgBouncer
 from .replication import ReplicationNode
 from .server import Cluster
 
 __all__ = [
     'ClusterError', 'BinariesNotFound', 'ExternalServerError',
-    'ReplicationError', 'PgBouncerError',
-    'Cluster', 'ReplicationNode', 'PgBouncer',
+    'ReplicationError', 'NetworkHostError', 'PgBouncerError',
+    'Cluster', 'ReplicationNode', 'PgBouncer', 'NetworkHost',
     'ExternalServer', 'ensure_cluster', 'find_bindir', 'default_base',
     'main',
 ]

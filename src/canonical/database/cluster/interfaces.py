@@ -21,8 +21,8 @@ except ImportError:  # a plain interpreter, before buildout
 
 __all__ = [
     'ClusterError', 'BinariesNotFound', 'ExternalServerError',
-    'ReplicationError', 'PgBouncerError',
-    'IServer', 'IClusterServer', 'IReplicationNode',
+    'ReplicationError', 'NetworkHostError', 'PgBouncerError',
+    'IServer', 'IClusterServer', 'IReplicationNode', 'INetworkHost',
     'IPgBouncer', 'implementer',
 ]
 
@@ -43,6 +43,11 @@ class ExternalServerError(ClusterError):
 
 class ReplicationError(ClusterError):
     """A standby could not be made, promoted, or made to follow a primary."""
+
+
+class NetworkHostError(ClusterError):
+    """A test network namespace could not be made, cut, restored or
+    removed (the caller must be root, with ``ip`` installed)."""
 
 
 class PgBouncerError(ClusterError):
@@ -77,6 +82,8 @@ class IClusterServer(IServer):
     rundir = Attribute("The directory of the unix socket.")
     logfile = Attribute("The server's log file.")
     runas = Attribute("The OS user running the server, or None (ourselves).")
+    netns = Attribute(
+        "The name of the network namespace the server runs in, or None.")
 
     def start():
         """Start the server (initialising it first); reuse a running one."""
@@ -149,7 +156,7 @@ class IReplicationNode(IClusterServer):
     def initialise_from(seed):
         """Initialise this node as a copy of the stopped node ``seed``."""
 
-    def make_standby(base, name=None, synchronous=False):
+    def make_standby(base, name=None, synchronous=False, netns=None):
         """A new streaming standby of this primary, files under ``base``,
         made by pg_basebackup -R -X stream and started.  With
         ``synchronous`` the primary waits for it at every commit.  The
@@ -175,6 +182,35 @@ class IReplicationNode(IClusterServer):
         """Make this (stopped or running, old) primary a standby of
         ``primary``: pg_rewind (or, with ``rewind`` false or when rewinding
         fails, a fresh base backup), then start it."""
+
+
+class INetworkHost(Interface):
+    """A network namespace reached over a veth pair: a separate host."""
+
+    name = Attribute("The namespace's name (ip netns).")
+    address = Attribute("The namespace's own address.")
+    gateway = Attribute("This side's address of the veth pair.")
+    network = Attribute("The /30 network of the pair (CIDR).")
+    is_cut = Attribute("None, 'silent' or 'loud'.")
+
+    def create():
+        """Make the namespace and its link; returns self."""
+
+    def command(argv, uid=None, gid=None):
+        """argv run inside the namespace (as uid/gid when given)."""
+
+    def cut(silent=True):
+        """Cut the host off.  Silent: its address vanishes, packets are
+        dropped without a reset or an ICMP error, as when a machine dies
+        or a network partitions.  Loud: every connection is reset and new
+        ones are refused at once."""
+
+    def restore():
+        """Undo cut(): the host is reachable again, its servers as they
+        were."""
+
+    def remove():
+        """Kill what still runs inside, delete the namespace and its link."""
 
 
 class IPgBouncer(Interface):

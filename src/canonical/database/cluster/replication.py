@@ -25,7 +25,7 @@ import subprocess
 import time
 from typing import List, Optional
 
-from .interfaces import IReplicationNode, ReplicationError
+from .interfaces import INetworkHost, IReplicationNode, ReplicationError
 from .interfaces import implementer
 from .process import last_error
 from .server import START_TIMEOUT, Cluster
@@ -64,8 +64,9 @@ class ReplicationNode(Cluster):
     """See IReplicationNode."""
 
     def __init__(self, base: Optional[str] = None, name: Optional[str] = None,
-                 fsync: Optional[bool] = None, bindir: Optional[str] = None):
-        super().__init__(base, fsync=fsync, bindir=bindir)
+                 fsync: Optional[bool] = None, bindir: Optional[str] = None,
+                 netns: Optional[INetworkHost] = None):
+        super().__init__(base, fsync=fsync, bindir=bindir, netns=netns)
         if 'name' not in self._state:
             with self._lock():
                 self._state['name'] = name or os.path.basename(self.base)
@@ -141,11 +142,15 @@ class ReplicationNode(Cluster):
     # -- standbys ----------------------------------------------------------
 
     def make_standby(self, base: str, name: Optional[str] = None,
-                     synchronous: bool = False) -> 'ReplicationNode':
+                     synchronous: bool = False,
+                     netns: Optional[INetworkHost] = None
+                     ) -> 'ReplicationNode':
         standby = ReplicationNode(base, name=name, fsync=self.fsync,
-                                  bindir=self.bindir)
+                                  bindir=self.bindir, netns=netns)
         if standby.is_initialised():
             raise ReplicationError('%s already holds a cluster' % base)
+        if netns is not None:
+            self.allow(netns.network, replication=True)
         standby._clone(self)
         standby.start()
         standby.wait_streaming()
@@ -164,8 +169,13 @@ class ReplicationNode(Cluster):
                 'synchronous standbys %s' % names, 30)
 
     def _conninfo(self, primary: 'ReplicationNode') -> str:
+        # A server in a namespace cannot reach another namespace's (or the
+        # machine's) loopback; a unix socket crosses network namespaces.
+        host = primary.host
+        if self.netns is not None and self.netns != primary.netns:
+            host = primary.rundir
         return 'host=%s port=%s user=%s application_name=%s' % (
-            primary.host, primary.port, primary.superuser, self.name)
+            host, primary.port, primary.superuser, self.name)
 
     def _clone(self, primary: 'ReplicationNode') -> None:
         """Fill the data directory with a base backup of ``primary``."""
@@ -178,7 +188,7 @@ class ReplicationNode(Cluster):
                 [os.path.join(self.bindir, 'pg_basebackup'), '-D', tmp,
                  '-d', self._conninfo(primary), '-X', 'stream', '-R',
                  '-c', 'fast', '--no-sync'],
-                timeout=300)
+                timeout=300, in_netns=True)
             if result.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise ReplicationError('pg_basebackup failed: %s' % last_error(
@@ -321,7 +331,7 @@ class ReplicationNode(Cluster):
             result = self._run(
                 [os.path.join(self.bindir, 'pg_rewind'), '-D', self.datadir,
                  '--source-server', conninfo + ' dbname=postgres', '-R',
-                 '--no-sync'], timeout=START_TIMEOUT + 240)
+                 '--no-sync'], timeout=START_TIMEOUT + 240, in_netns=True)
             if result.returncode != 0:
                 return False
             self._adopt_auto_conf(self.datadir, conninfo)

@@ -11,10 +11,11 @@ from typing import Optional, Tuple
 
 from . import conf
 from .binaries import find_bindir, has_server, server_version
-from .interfaces import ClusterError, IClusterServer
+from .interfaces import ClusterError, IClusterServer, INetworkHost
 from .interfaces import implementer
 from .layout import LOCK_FILE, STATE_FILE, SUPERUSER
 from .layout import pick_port, port_free
+from .netns import netns_command
 from .process import clean_env, is_postgres, last_error
 from .settings import NodeSettings
 
@@ -35,7 +36,8 @@ class Cluster(NodeSettings):
     superuser = SUPERUSER
 
     def __init__(self, base: Optional[str] = None,
-                 fsync: Optional[bool] = None, bindir: Optional[str] = None):
+                 fsync: Optional[bool] = None, bindir: Optional[str] = None,
+                 netns: Optional[INetworkHost] = None):
         # Only an explicit choice may change the setting of a running server.
         self._fsync_explicit = fsync is not None or bool(
             os.environ.get('ZOPELESS_PG_FSYNC'))
@@ -45,6 +47,24 @@ class Cluster(NodeSettings):
         self.fsync = bool(fsync)
         self._bindir = bindir
         super().__init__(base)
+        if netns is not None:
+            self._place_in(netns)
+
+    def _place_in(self, netns: INetworkHost) -> None:
+        """Run the server inside ``netns``, listening on its address."""
+        with self._lock():
+            if self._postmaster_pid() is not None and \
+                    self.netns != netns.name:
+                raise ClusterError('%r runs elsewhere; stop it first' % self)
+            self._state.update(netns=netns.name, host=netns.address)
+            settings = self.settings()
+            settings['listen_addresses'] = netns.address
+            self._state['settings'] = settings
+            networks = list(self._state.get('networks') or ())
+            if netns.network not in networks:
+                networks.append(netns.network)
+            self._state['networks'] = networks
+            self._save_state()
 
     def __repr__(self):
         return '<Cluster %s:%s data=%s>' % (self.host, self.port, self.datadir)
@@ -68,10 +88,17 @@ class Cluster(NodeSettings):
 
     # -- running commands as the server user ---------------------------------
 
-    def _run(self, argv, check=False, timeout=None, **kw):
+    def _run(self, argv, check=False, timeout=None, in_netns=False, **kw):
         kwargs = dict(capture_output=True, text=True, env=clean_env(),
                       cwd=self.area if os.path.isdir(self.area) else '/')
-        kwargs.update(self._user_kwargs())
+        user = self._user_kwargs()
+        if in_netns and self.netns:
+            # Entering a namespace needs root: the switch to the server
+            # user happens inside, after entering it.
+            argv = netns_command(self.netns, argv, user.get('user'),
+                                 user.get('group'))
+        else:
+            kwargs.update(user)
         kwargs.update(kw)
         try:
             result = subprocess.run(argv, timeout=timeout, **kwargs)
@@ -241,7 +268,7 @@ class Cluster(NodeSettings):
             result = self.pg_ctl(
                 'start', '-w', '-t', str(START_TIMEOUT), '-s',
                 '-l', self.logfile, timeout=START_TIMEOUT + 30,
-                start_new_session=True)
+                start_new_session=True, in_netns=True)
             if result.returncode == 0 and self._postmaster_pid():
                 self._state['port'] = port
                 self._save_state()

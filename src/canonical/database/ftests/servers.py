@@ -1,10 +1,10 @@
-"""Throwaway primaries, standbys and PgBouncers for tests.
+"""Throwaway primaries, standbys, PgBouncers and network hosts for tests.
 
 ``ReplicationLayer`` builds, once per test run, a stopped seed node holding
 the sample database.  Each test then makes the servers it needs with a
 ``Servers`` (primaries are copies of the seed, standbys base backups of a
 primary) and calls ``close()`` (best in ``addCleanup``), which stops and
-deletes them all, whatever the test did.
+deletes them all, network namespaces included, whatever the test did.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import unittest
 from typing import List, Optional
 
 from canonical.database.cluster.interfaces import ClusterError
+from canonical.database.cluster.interfaces import INetworkHost
 from canonical.database.cluster.interfaces import IReplicationNode
+from canonical.database.cluster.netns import NetworkHost
 from canonical.database.cluster.pgbouncer import PgBouncer
 from canonical.database.cluster.replication import ReplicationNode
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
@@ -66,22 +68,32 @@ class Servers:
         self.seed = seed if seed is not None else ReplicationLayer.seed
         self.tmp = tempfile.mkdtemp(prefix='zopeless-servers-')
         self.nodes: List[ReplicationNode] = []
+        self.hosts: List[NetworkHost] = []
         self.bouncers: List[PgBouncer] = []
 
-    def primary(self, name: str = 'n1') -> IReplicationNode:
+    def host(self) -> INetworkHost:
+        """A new network namespace: a host of its own."""
+        host = NetworkHost()
+        self.hosts.append(host)
+        return host.create()
+
+    def primary(self, name: str = 'n1',
+                netns: Optional[INetworkHost] = None) -> IReplicationNode:
         """A running primary holding the sample database."""
-        node = ReplicationNode(os.path.join(self.tmp, name), name=name)
+        node = ReplicationNode(os.path.join(self.tmp, name), name=name,
+                               netns=netns)
         self.nodes.append(node)
         node.initialise_from(self.seed)
         return node.start()
 
     def standby(self, primary: IReplicationNode, name: str,
-                synchronous: bool = False) -> IReplicationNode:
+                synchronous: bool = False,
+                netns: Optional[INetworkHost] = None) -> IReplicationNode:
         """A running streaming standby of ``primary``."""
         base = os.path.join(self.tmp, name)
         try:
             node = primary.make_standby(base, name=name,
-                                        synchronous=synchronous)
+                                        synchronous=synchronous, netns=netns)
         finally:
             # Whatever happened, close() must find what was made.
             self.nodes.append(ReplicationNode(base))
@@ -101,8 +113,10 @@ class Servers:
         for node in self.nodes:
             with contextlib.suppress(ClusterError, OSError):
                 node.destroy()
+        for host in self.hosts:
+            host.remove()
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.nodes, self.bouncers = [], []
+        self.nodes, self.hosts, self.bouncers = [], [], []
 
 
 class ServersTestCase(unittest.TestCase):
