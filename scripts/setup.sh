@@ -62,6 +62,22 @@ step_pg_server() {
     find_pg_server || die "postgresql is installed but its server binaries were not found"
 }
 
+# 1b. PgBouncer, which the high-availability tests run in front of standbys.
+step_pgbouncer() {
+    if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
+        return 0
+    fi
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        die "PgBouncer not found; install it (Debian/Ubuntu: apt-get install pgbouncer) and run this again"
+    fi
+    say "installing PgBouncer (apt-get install pgbouncer)"
+    apt_install pgbouncer || die "apt-get install pgbouncer failed"
+    # Only the binary is used; the package's own service is not wanted.
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    fi
+}
+
 # 2. A virtualenv with zc.buildout, at the pinned versions.
 step_venv() {
     local marker=.venv/.zopeless-tools stamp
@@ -110,7 +126,7 @@ step_buildout() {
     touch bin/test bin/python
 }
 
-STEPS="step_pg_server step_venv step_versions step_buildout"
+STEPS="step_pg_server step_pgbouncer step_venv step_versions step_buildout"
 for step in $STEPS; do
     "$step"
 done

@@ -29,21 +29,37 @@ The package uses the standard library only, so it also runs with a plain
 interpreter, before the project's dependencies are installed:
 ``PYTHONPATH=src python3 -m canonical.database.cluster --base DIR start``.
 
-Modules: ``interfaces`` (exceptions), ``binaries`` (finding the server),
-``layout`` (files, state, server user, ports), ``conf`` (configuration
-files), ``process`` (process helpers), ``server`` (``Cluster``),
-``external`` (``ExternalServer``, ``ensure_cluster``), ``cli`` (``main``).
+For failover tests, ``ReplicationNode`` (a ``Cluster`` that streams to
+standbys or is one: ``make_standby()``, ``promote()``, ``fence()``,
+``follow()``), ``PgBouncer`` (the operating system's, in transaction
+pooling mode, in front of a node) and ``NetworkHost`` (a network namespace,
+so that a server can vanish from the network silently) build the
+topologies users run in production, on this machine.
+
+Modules: ``interfaces`` (contracts and exceptions), ``binaries`` (finding
+the server), ``layout`` (files, state, server user, ports), ``conf``
+(configuration files), ``settings`` (a node's own settings), ``process``
+(process helpers), ``server`` (``Cluster``), ``replication``
+(``ReplicationNode``), ``pgbouncer`` (``PgBouncer``), ``netns``
+(``NetworkHost``), ``external`` (``ExternalServer``, ``ensure_cluster``),
+``cli`` (``main``).
 """
 
 from .binaries import find_bindir
 from .cli import main
 from .external import ExternalServer, ensure_cluster
 from .interfaces import BinariesNotFound, ClusterError, ExternalServerError
+from .interfaces import NetworkHostError, PgBouncerError, ReplicationError
 from .layout import default_base
+from .netns import NetworkHost
+from .pgbouncer import PgBouncer
+from .replication import ReplicationNode
 from .server import Cluster
 
 __all__ = [
     'ClusterError', 'BinariesNotFound', 'ExternalServerError',
-    'Cluster', 'ExternalServer', 'ensure_cluster', 'find_bindir',
-    'default_base', 'main',
+    'ReplicationError', 'NetworkHostError', 'PgBouncerError',
+    'Cluster', 'ReplicationNode', 'PgBouncer', 'NetworkHost',
+    'ExternalServer', 'ensure_cluster', 'find_bindir', 'default_base',
+    'main',
 ]

@@ -5,10 +5,13 @@
 start to the next (port, fsync) so that it can be rewritten safely.
 """
 
+from typing import Any, Mapping, Optional, Sequence, Union
+
 from .layout import HOST
 
 __all__ = ['APP_ROLE', 'PASSWORD_ROLE', 'PASSWORD_ROLE_PASSWORD',
-           'START_CONF', 'server_settings', 'hba', 'start_settings']
+           'START_CONF', 'LOOPBACK_NETWORKS', 'server_settings', 'hba',
+           'setting_line', 'start_settings']
 
 APP_ROLE = 'launchpad'
 # A role that must give a password, so that tests can exercise password
@@ -42,19 +45,43 @@ def server_settings(rundir: str, scram: bool) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def hba(method: str) -> str:
-    """pg_hba.conf: everyone is trusted but the password role."""
-    return (
-        '# Written by canonical.database.cluster\n'
-        'local all all trust\n'
-        'host all {pw} 127.0.0.1/32 {m}\n'
-        'host all {pw} ::1/128 {m}\n'
-        'host all all 127.0.0.1/32 trust\n'
-        'host all all ::1/128 trust\n'
-    ).format(pw=PASSWORD_ROLE, m=method)
+LOOPBACK_NETWORKS = ('127.0.0.1/32', '::1/128')
 
 
-def start_settings(port: int, fsync: bool) -> str:
-    """The text of zopeless.conf."""
-    return ('# Rewritten at each start by canonical.database.cluster\n'
+def hba(method: str, networks: Sequence[str] = LOOPBACK_NETWORKS,
+        replication: bool = False) -> str:
+    """pg_hba.conf: everyone is trusted but the password role.
+
+    ``networks`` are the client networks allowed over TCP (loopback, and
+    the private networks of test namespaces); ``replication`` also lets
+    standbys and pg_basebackup in, which a plain cluster does not need.
+    """
+    lines = ['# Written by canonical.database.cluster', 'local all all trust']
+    if replication:
+        lines.append('local replication all trust')
+    for net in networks:
+        lines.append('host all %s %s %s' % (PASSWORD_ROLE, net, method))
+        lines.append('host all all %s trust' % net)
+        if replication:
+            lines.append('host replication all %s trust' % net)
+    return '\n'.join(lines) + '\n'
+
+
+def setting_line(name: str, value: Union[str, int, float, bool]) -> str:
+    """One postgresql.conf line, the value quoted as the server wants."""
+    if isinstance(value, bool):
+        value = 'on' if value else 'off'
+    if isinstance(value, (int, float)):
+        return '%s = %s' % (name, value)
+    return '%s = %s' % (name, _quote(str(value)))
+
+
+def start_settings(port: int, fsync: bool,
+                   extra: Optional[Mapping[str, Any]] = None) -> str:
+    """The text of zopeless.conf; ``extra`` holds a node's own settings
+    (replication, listening address, fencing), empty for a plain cluster."""
+    text = ('# Rewritten at each start by canonical.database.cluster\n'
             'port = %d\nfsync = %s\n' % (port, 'on' if fsync else 'off'))
+    for name in sorted(extra or ()):
+        text += setting_line(name, extra[name]) + '\n'
+    return text

@@ -6,13 +6,15 @@ import socket
 from typing import Optional, Union
 
 from .binaries import find_bindir
-from .interfaces import ClusterError, ExternalServerError
+from .interfaces import ClusterError, ExternalServerError, IServer
+from .interfaces import implementer
 from .layout import HOST, ServerAddress
 from .server import Cluster
 
 __all__ = ['ExternalServer', 'external_from_env', 'ensure_cluster']
 
 
+@implementer(IServer)
 class ExternalServer(ServerAddress):
     """An existing PostgreSQL server named by PGHOST/PGPORT."""
 

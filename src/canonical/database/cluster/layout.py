@@ -168,6 +168,17 @@ class Layout(ServerAddress):
         return self._state.get('port')
 
     @property
+    def host(self) -> str:
+        """The address the server listens on: loopback, or the address of
+        the network namespace it runs in."""
+        return self._state.get('host') or HOST
+
+    @property
+    def netns(self) -> Optional[str]:
+        """The network namespace the server runs in, or None."""
+        return self._state.get('netns')
+
+    @property
     def runas(self) -> Optional[str]:
         """The OS user the server runs as, or None for the caller."""
         return self._state.get('runas')

@@ -11,10 +11,13 @@ from typing import Optional, Tuple
 
 from . import conf
 from .binaries import find_bindir, has_server, server_version
-from .interfaces import ClusterError
-from .layout import HOST, LOCK_FILE, STATE_FILE, SUPERUSER
-from .layout import Layout, atomic_write, pick_port, port_free
+from .interfaces import ClusterError, IClusterServer, INetworkHost
+from .interfaces import implementer
+from .layout import LOCK_FILE, STATE_FILE, SUPERUSER
+from .layout import pick_port, port_free
+from .netns import netns_command
 from .process import clean_env, is_postgres, last_error
+from .settings import NodeSettings
 
 __all__ = ['Cluster']
 
@@ -22,18 +25,19 @@ MIN_FREE_BYTES = 64 * 1024 * 1024
 START_TIMEOUT = 60
 
 
-class Cluster(Layout):
+@implementer(IClusterServer)
+class Cluster(NodeSettings):
     """A PostgreSQL cluster whose files live under ``base`` (default var/).
 
     ``fsync`` turns fsync on (default: off, or ``ZOPELESS_PG_FSYNC=on``).
     """
 
     external = False
-    host = HOST
     superuser = SUPERUSER
 
     def __init__(self, base: Optional[str] = None,
-                 fsync: Optional[bool] = None, bindir: Optional[str] = None):
+                 fsync: Optional[bool] = None, bindir: Optional[str] = None,
+                 netns: Optional[INetworkHost] = None):
         # Only an explicit choice may change the setting of a running server.
         self._fsync_explicit = fsync is not None or bool(
             os.environ.get('ZOPELESS_PG_FSYNC'))
@@ -43,6 +47,24 @@ class Cluster(Layout):
         self.fsync = bool(fsync)
         self._bindir = bindir
         super().__init__(base)
+        if netns is not None:
+            self._place_in(netns)
+
+    def _place_in(self, netns: INetworkHost) -> None:
+        """Run the server inside ``netns``, listening on its address."""
+        with self._lock():
+            if self._postmaster_pid() is not None and \
+                    self.netns != netns.name:
+                raise ClusterError('%r runs elsewhere; stop it first' % self)
+            self._state.update(netns=netns.name, host=netns.address)
+            settings = self.settings()
+            settings['listen_addresses'] = netns.address
+            self._state['settings'] = settings
+            networks = list(self._state.get('networks') or ())
+            if netns.network not in networks:
+                networks.append(netns.network)
+            self._state['networks'] = networks
+            self._save_state()
 
     def __repr__(self):
         return '<Cluster %s:%s data=%s>' % (self.host, self.port, self.datadir)
@@ -66,10 +88,17 @@ class Cluster(Layout):
 
     # -- running commands as the server user ---------------------------------
 
-    def _run(self, argv, check=False, timeout=None, **kw):
+    def _run(self, argv, check=False, timeout=None, in_netns=False, **kw):
         kwargs = dict(capture_output=True, text=True, env=clean_env(),
                       cwd=self.area if os.path.isdir(self.area) else '/')
-        kwargs.update(self._user_kwargs())
+        user = self._user_kwargs()
+        if in_netns and self.netns:
+            # Entering a namespace needs root: the switch to the server
+            # user happens inside, after entering it.
+            argv = netns_command(self.netns, argv, user.get('user'),
+                                 user.get('group'))
+        else:
+            kwargs.update(user)
         kwargs.update(kw)
         try:
             result = subprocess.run(argv, timeout=timeout, **kwargs)
@@ -149,28 +178,14 @@ class Cluster(Layout):
         method = 'scram-sha-256' if scram else 'md5'
         with open(os.path.join(tmp, 'postgresql.conf'), 'a') as f:
             f.write(conf.server_settings(self.rundir, scram))
-        with open(os.path.join(tmp, 'pg_hba.conf'), 'w') as f:
-            f.write(conf.hba(method))
+        self._state['auth_method'] = method
+        self._write_hba(tmp)
         os.rename(tmp, self.datadir)
         self._state.update(bindir=bindir, roles=False)
         self._save_state()
         marker = os.path.join(self.area, 'initialised')
         with open(marker, 'w') as f:
             f.write(server_version(bindir) + '\n')
-        return True
-
-    def _write_conf(self, port: int) -> bool:
-        """Write the per-start settings; True when the file changed."""
-        path = os.path.join(self.datadir, conf.START_CONF)
-        text = conf.start_settings(port, self.fsync)
-        try:
-            with open(path) as f:
-                if f.read() == text:
-                    return False
-        except OSError:
-            pass
-        atomic_write(path, text, 0o600)
-        self._chown(path)
         return True
 
     # -- the server process -------------------------------------------------
@@ -253,7 +268,7 @@ class Cluster(Layout):
             result = self.pg_ctl(
                 'start', '-w', '-t', str(START_TIMEOUT), '-s',
                 '-l', self.logfile, timeout=START_TIMEOUT + 30,
-                start_new_session=True)
+                start_new_session=True, in_netns=True)
             if result.returncode == 0 and self._postmaster_pid():
                 self._state['port'] = port
                 self._save_state()

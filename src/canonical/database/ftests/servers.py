@@ -1,0 +1,129 @@
+"""Throwaway primaries, standbys, PgBouncers and network hosts for tests.
+
+``ReplicationLayer`` builds, once per test run, a stopped seed node holding
+the sample database.  Each test then makes the servers it needs with a
+``Servers`` (primaries are copies of the seed, standbys base backups of a
+primary) and calls ``close()`` (best in ``addCleanup``), which stops and
+deletes them all, network namespaces included, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import unittest
+from typing import List, Optional
+
+from canonical.database.cluster.interfaces import ClusterError
+from canonical.database.cluster.interfaces import INetworkHost
+from canonical.database.cluster.interfaces import IReplicationNode
+from canonical.database.cluster.netns import NetworkHost
+from canonical.database.cluster.pgbouncer import PgBouncer
+from canonical.database.cluster.replication import ReplicationNode
+from canonical.launchpad.ftests.harness import LaunchpadTestSetup
+
+__all__ = ['ReplicationLayer', 'Servers', 'ServersTestCase']
+
+
+class ReplicationLayer:
+    """A stopped seed node with the sample database, for Servers."""
+
+    seed: Optional[ReplicationNode] = None
+    _tmp: Optional[str] = None
+
+    @classmethod
+    def setUp(cls) -> None:
+        cls._tmp = tempfile.mkdtemp(prefix='zopeless-seed-')
+        seed = ReplicationNode(os.path.join(cls._tmp, 'seed'), name='seed')
+        seed.start()
+        setup = LaunchpadTestSetup()
+        setup.server = seed
+        setup.setUp()
+        setup.closeConnections()
+        seed.stop('fast')
+        cls.seed = seed
+
+    @classmethod
+    def tearDown(cls) -> None:
+        if cls.seed is not None:
+            cls.seed.destroy()
+        shutil.rmtree(cls._tmp, ignore_errors=True)
+        cls.seed = cls._tmp = None
+
+    @classmethod
+    def testSetUp(cls) -> None:
+        pass
+
+    @classmethod
+    def testTearDown(cls) -> None:
+        pass
+
+
+class Servers:
+    """The servers of one test; see the module docstring."""
+
+    def __init__(self, seed: Optional[ReplicationNode] = None) -> None:
+        self.seed = seed if seed is not None else ReplicationLayer.seed
+        self.tmp = tempfile.mkdtemp(prefix='zopeless-servers-')
+        self.nodes: List[ReplicationNode] = []
+        self.hosts: List[NetworkHost] = []
+        self.bouncers: List[PgBouncer] = []
+
+    def host(self) -> INetworkHost:
+        """A new network namespace: a host of its own."""
+        host = NetworkHost()
+        self.hosts.append(host)
+        return host.create()
+
+    def primary(self, name: str = 'n1',
+                netns: Optional[INetworkHost] = None) -> IReplicationNode:
+        """A running primary holding the sample database."""
+        node = ReplicationNode(os.path.join(self.tmp, name), name=name,
+                               netns=netns)
+        self.nodes.append(node)
+        node.initialise_from(self.seed)
+        return node.start()
+
+    def standby(self, primary: IReplicationNode, name: str,
+                synchronous: bool = False,
+                netns: Optional[INetworkHost] = None) -> IReplicationNode:
+        """A running streaming standby of ``primary``."""
+        base = os.path.join(self.tmp, name)
+        try:
+            node = primary.make_standby(base, name=name,
+                                        synchronous=synchronous, netns=netns)
+        finally:
+            # Whatever happened, close() must find what was made.
+            self.nodes.append(ReplicationNode(base))
+        return node
+
+    def bouncer(self, server: IReplicationNode, **settings) -> PgBouncer:
+        """A running PgBouncer in front of ``server``."""
+        bouncer = PgBouncer(server, os.path.join(server.area, 'pgbouncer'),
+                            **settings)
+        self.bouncers.append(bouncer)
+        return bouncer.start()
+
+    def close(self) -> None:
+        for bouncer in self.bouncers:
+            with contextlib.suppress(ClusterError, OSError):
+                bouncer.destroy()
+        for node in self.nodes:
+            with contextlib.suppress(ClusterError, OSError):
+                node.destroy()
+        for host in self.hosts:
+            host.remove()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.nodes, self.hosts, self.bouncers = [], [], []
+
+
+class ServersTestCase(unittest.TestCase):
+    """A test with ``self.servers``, closed however the test ends."""
+
+    layer = ReplicationLayer
+
+    def setUp(self) -> None:
+        self.servers = Servers()
+        self.addCleanup(self.servers.close)
