@@ -5,6 +5,7 @@ transactions against the real server."""
 import random
 import subprocess
 import sys
+import threading
 import unittest
 
 import psycopg2
@@ -20,7 +21,14 @@ from canonical.database.classify import is_permanent_connect_error
 from canonical.database.classify import is_retryable_conflict
 from canonical.database.config import DatabaseConfig
 from canonical.database.connection import ReconnectingConnection
+from canonical.database.perdatabase import forget_all
+from canonical.database.prepared import PreparedTransactions
+from canonical.database.prepared import prepared_for
+from canonical.database.interfaces import ConfigurationError
+from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IPreparedTransactions
+from canonical.database.interfaces import IReconnectCoordinator
 from canonical.database.interfaces import IZopelessDataManager
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.database.reconnect import Backoff
@@ -176,9 +184,10 @@ class TestOrphanRecovery(DatabaseTestCase):
             conn.tpc_prepare()
             conn.reset()
         # A process that has not connected yet recovers on its first
-        # connection: a fresh coordinator stands for it.
+        # connection: forgetting the per-database objects stands for it.
+        forget_all()
         config = DatabaseConfig(dbname='launchpad_ftest', dbuser='launchpad',
-                                implicitBegin=False, reconnect_max_delay=0.049)
+                                implicitBegin=False)
         connection = ReconnectingConnection(config)
         raw = connection.ensure_connected()
         cursor = raw.cursor()
@@ -203,7 +212,7 @@ class TestDeferredCommitPrepared(DatabaseTestCase):
         ztm.begin()
         db = ztm.connection()
         ztm.abort()
-        db.defer_prepared(gid, commit=True)
+        db.prepared.defer(gid, commit=True)
         ztm.begin()  # same, healthy connection: no reconnect needed
         self.assertEqual(Person.get(5).karma, 555)
         self.assertEqual(ztm.connection().execute(
@@ -219,7 +228,7 @@ class TestDeferredCommitPrepared(DatabaseTestCase):
         ztm.begin()
         db = ztm.connection()
         ztm.abort()
-        db.defer_prepared(gid, commit=False)
+        db.prepared.defer(gid, commit=False)
         ztm.uninstall()
         cursor = setup.connect().cursor()
         cursor.execute('SELECT karma FROM person WHERE id = 5')
@@ -305,3 +314,118 @@ class TestInsertRoundTrips(DatabaseTestCase):
         ztm.abort()
         self.assertEqual(len(statements), 1, statements)
         self.assertIn('RETURNING', statements[0])
+
+
+class TestConfigurationCopies(unittest.TestCase):
+    """Derived configurations keep what they are not told to change."""
+
+    def make(self, **settings):
+        return DatabaseConfig(dbname='db', dbhost='h1 port=5433',
+                              dbuser='u', password='secret',
+                              environ={}, **settings)
+
+    def test_replace_keeps_every_other_setting(self):
+        config = self.make(reconnect_timeout=30, resolve_commit_outcome=True,
+                           reconnect_max_delay=0.2)
+        derived = config.replace(isolation='serializable', debug=True)
+        self.assertEqual(derived.isolation, 'serializable')
+        self.assertTrue(derived.debug)
+        self.assertEqual(derived.reconnect_timeout, 30.0)
+        self.assertTrue(derived.resolve_commit_outcome)
+        self.assertEqual(derived.reconnect_max_delay, 0.2)
+        self.assertEqual(derived.connect_kwargs(), config.connect_kwargs())
+        self.assertEqual(config.isolation, 'read_committed')
+        self.assertFalse(config.debug)
+
+    def test_replace_validates(self):
+        config = self.make()
+        self.assertRaises(ConfigurationError, config.replace,
+                          isolation='sloppy')
+        self.assertRaises(ConfigurationError, config.replace,
+                          reconnect_timeout=-1)
+        self.assertRaises(ConfigurationError, config.replace, dbname='x')
+
+    def test_settings_are_read_only(self):
+        config = self.make()
+        with self.assertRaises(AttributeError):
+            config.isolation = 'serializable'
+        self.assertEqual(config.isolation, 'read_committed')
+
+    def test_database_key_ignores_behaviour_but_not_the_target(self):
+        config = self.make()
+        self.assertEqual(config.database_key(),
+                         config.replace(isolation='serializable',
+                                        implicitBegin=False).database_key())
+        self.assertNotEqual(config.settings_key(),
+                            config.replace(debug=True).settings_key())
+        other = DatabaseConfig(dbname='other', dbhost='h1 port=5433',
+                               dbuser='u', environ={})
+        self.assertNotEqual(config.database_key(), other.database_key())
+        self.assertNotIn('secret', repr(config.database_key()))
+
+    def test_no_database_name_is_libpq_default(self):
+        # No test fixture name leaks in: libpq picks PGDATABASE, then the
+        # user name.
+        config = DatabaseConfig(environ={})
+        self.assertIsNone(config.get('dbname'))
+        self.assertEqual(
+            DatabaseConfig(environ={'LP_DBNAME': 'lp'}).get('dbname'), 'lp')
+
+    def test_implementations_provide_their_interfaces(self):
+        config = self.make()
+        self.assertTrue(verifyObject(IDatabaseConfig, config))
+        self.assertTrue(verifyObject(IReconnectCoordinator,
+                                     reconnect.ReconnectCoordinator(config)))
+        self.assertTrue(verifyObject(IPreparedTransactions,
+                                     PreparedTransactions(config)))
+
+
+class TestOnePerDatabase(DatabaseTestCase):
+    """Outage coordination and two-phase bookkeeping are shared by every
+    configuration of a database, whatever its isolation level."""
+
+    def test_set_isolation_level_keeps_one_coordinator(self):
+        ztm = initZopeless(implicitBegin=False)
+        ztm.begin()
+        first = ztm.connection()
+        ztm.abort()
+        ztm.set_isolation_level('serializable')
+        seen = {}
+
+        def other_thread():
+            ztm.begin()
+            seen['db'] = ztm.connection()
+            seen['level'] = seen['db'].execute(
+                'SHOW transaction_isolation').fetchone()[0]
+            ztm.abort()
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        self.assertEqual(seen['level'], 'serializable')
+        self.assertIs(seen['db']._coordinator, first._coordinator)
+        self.assertIs(seen['db'].prepared, first.prepared)
+        self.assertIs(reconnect.coordinator_for(ztm.config),
+                      first._coordinator)
+        self.assertIs(prepared_for(ztm.config), first.prepared)
+
+
+class TestTransactionPrivates(unittest.TestCase):
+    """The one private attribute of `transaction` the library reads."""
+
+    def test_joined_resources_are_still_in_txn_resources(self):
+        # datamanager._is_alone() reads txn._resources to commit in one
+        # phase when the database is alone; if `transaction` renames it,
+        # every commit would silently become two-phase.
+        from canonical.database.datamanager import _is_alone
+        manager = transaction.TransactionManager(explicit=True)
+        txn = manager.begin()
+        try:
+            self.assertIsInstance(txn._resources, list)
+            txn.join(object())
+            self.assertTrue(_is_alone(txn))
+            txn.join(object())
+            self.assertFalse(_is_alone(txn))
+        finally:
+            txn._resources[:] = []
+            manager.abort()

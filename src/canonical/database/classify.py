@@ -15,6 +15,7 @@ import psycopg2
 from sqlobject import dberrors
 
 __all__ = [
+    'connect_failure_kind',
     'is_disconnect',
     'is_permanent_connect_error',
     'is_retryable_conflict',
@@ -72,6 +73,18 @@ _PERMANENT_CONNECT_MESSAGES = (
 
 # Unknown hosts may be a typo (permanent) or a flaky resolver (transient).
 _NAME_RESOLUTION_MESSAGES = ('could not translate host name',)
+
+# What a failed connection attempt met, for the coordinator's figures.
+_CONNECT_FAILURE_KINDS = (
+    ('too many clients', 'too_many_clients'),
+    ('connection slots are reserved', 'too_many_clients'),
+    ('the database system is starting up', 'starting_up'),
+    ('the database system is shutting down', 'shutting_down'),
+    ('the database system is in recovery mode', 'recovering'),
+    ('connection refused', 'refused'),
+    ('timeout expired', 'timeout'),
+    ('timed out', 'timeout'),
+)
 
 _RETRYABLE_CODES = {'40001', '40P01'}  # serialization failure, deadlock
 
@@ -131,6 +144,16 @@ def is_permanent_connect_error(error: BaseException,
     if any(message in text for message in _NAME_RESOLUTION_MESSAGES):
         return not ever_connected
     return False
+
+
+def connect_failure_kind(error: BaseException) -> str:
+    """What a failed connection attempt met, in one word: too_many_clients,
+    starting_up, shutting_down, recovering, refused, timeout or other."""
+    text = str(error).lower()
+    for message, kind in _CONNECT_FAILURE_KINDS:
+        if message in text:
+            return kind
+    return 'other'
 
 
 def is_retryable_conflict(error: BaseException) -> bool:

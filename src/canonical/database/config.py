@@ -1,9 +1,11 @@
 """Database settings: where the database is and how to reach it.
 
 A DatabaseConfig is built from initZopeless() arguments, the environment
-(LP_DBNAME, LP_DBHOST, LP_DBUSER, then libpq's PG* variables) or a
-``<db:database>`` ZCML directive.  It validates everything up front, so a
-malformed DSN fails when the script starts, not at the first begin().
+(LP_DBNAME, LP_DBHOST, LP_DBUSER, then libpq's own PG* variables and
+defaults) or a ``<db:database>`` ZCML directive.  It validates everything
+up front, so a malformed DSN fails when the script starts, not at the
+first begin().  It never changes afterwards: replace() derives another
+configuration, keeping every setting it is not told to change.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import psycopg2.extensions
 from zope.interface import implementer
@@ -21,9 +23,7 @@ from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.isolation import READ_COMMITTED_ISOLATION
 from canonical.database.isolation import normalize_isolation
 
-__all__ = ['DatabaseConfig', 'DEFAULT_DBNAME']
-
-DEFAULT_DBNAME = 'launchpad_ftest'
+__all__ = ['DatabaseConfig']
 
 # Keywords a script names with their own argument; a dbhost string that
 # smuggles them in is refused instead of silently winning or losing.
@@ -43,6 +43,45 @@ _LIBPQ_DEFAULTS = {
 }
 
 
+# What a configuration does, as opposed to where it connects; replace()
+# may change these.
+_BEHAVIOUR_DEFAULTS: Dict[str, Any] = {
+    'isolation': READ_COMMITTED_ISOLATION,
+    'implicitBegin': True,
+    'debug': False,
+    'reconnect_timeout': None,
+    'reconnect_initial_delay': 0.005,
+    'reconnect_max_delay': 0.05,
+    'resolve_commit_outcome': False,
+}
+
+
+def _validated(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """``settings`` checked and normalised; ConfigurationError if not."""
+    unknown = set(settings) - set(_BEHAVIOUR_DEFAULTS)
+    if unknown:
+        raise ConfigurationError('Unknown setting(s): %s.'
+                                 % ', '.join(sorted(unknown)))
+    out = dict(settings)
+    out['isolation'] = normalize_isolation(out['isolation'])
+    out['implicitBegin'] = bool(out['implicitBegin'])
+    out['debug'] = bool(out['debug'])
+    out['resolve_commit_outcome'] = bool(out['resolve_commit_outcome'])
+    timeout = out['reconnect_timeout']
+    if timeout is not None:
+        if timeout < 0:
+            raise ConfigurationError(
+                'reconnect_timeout must be >= 0 or None')
+        out['reconnect_timeout'] = float(timeout)
+    initial = float(out['reconnect_initial_delay'])
+    cap = float(out['reconnect_max_delay'])
+    if not 0 < initial <= cap:
+        raise ConfigurationError(
+            'Need 0 < reconnect_initial_delay <= reconnect_max_delay.')
+    out['reconnect_initial_delay'], out['reconnect_max_delay'] = initial, cap
+    return out
+
+
 def _may_hold_secret(dsn: str) -> bool:
     return 'password' in dsn.lower() or ('://' in dsn and '@' in dsn)
 
@@ -60,23 +99,64 @@ def _parse(dsn: str, what: str) -> dict[str, str]:
             'URI.' % (what, detail)) from None
 
 
+def _host_params(dbhost: str) -> Dict[str, str]:
+    """The libpq parameters of ``dbhost``: a host, then optionally more
+    keywords (``'db1 port=5433'``)."""
+    tokens = dbhost.split(None, 1)
+    params = {'host': tokens[0]}
+    if len(tokens) > 1:
+        extra = _parse(tokens[1], 'dbhost')
+        for key, argument in _OWNED_KEYWORDS.items():
+            if key in extra:
+                raise ConfigurationError(
+                    'dbhost may not set %r; pass %s= to initZopeless '
+                    'instead.' % (key, argument))
+        params.update(extra)
+    return params
+
+
+class _Setting:
+    """A behaviour setting, read as an attribute and never assigned."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config: Any, owner: Optional[type] = None) -> Any:
+        if config is None:
+            return self
+        return config._settings[self.name]
+
+    def __set__(self, config: Any, value: Any) -> None:
+        raise AttributeError(
+            'A DatabaseConfig does not change; use replace(%s=...) to derive '
+            'another one.' % self.name)
+
+
 @implementer(IDatabaseConfig)
 class DatabaseConfig:
-    """Settings of one database; see IDatabaseConfig."""
+    """Settings of one database; see IDatabaseConfig.
+
+    Keyword ``settings`` are the behaviour settings: isolation,
+    implicitBegin, debug, reconnect_timeout, reconnect_initial_delay,
+    reconnect_max_delay and resolve_commit_outcome.
+    """
+
+    isolation = _Setting()
+    implicitBegin = _Setting()
+    debug = _Setting()
+    reconnect_timeout = _Setting()
+    reconnect_initial_delay = _Setting()
+    reconnect_max_delay = _Setting()
+    resolve_commit_outcome = _Setting()
 
     def __init__(self, dbname: Optional[str] = None,
                  dbhost: Optional[str] = None,
                  dbuser: Optional[str] = None,
                  dsn: Optional[str] = None,
                  password: Optional[str] = None,
-                 isolation: str = READ_COMMITTED_ISOLATION,
-                 implicitBegin: bool = True,
-                 reconnect_timeout: Optional[float] = None,
-                 reconnect_initial_delay: float = 0.005,
-                 reconnect_max_delay: float = 0.05,
-                 resolve_commit_outcome: bool = False,
                  libpq_options: Optional[Mapping[str, Any]] = None,
-                 environ: Optional[Mapping[str, str]] = None) -> None:
+                 environ: Optional[Mapping[str, str]] = None,
+                 **settings: Any) -> None:
         env = os.environ if environ is None else environ
         params: dict[str, str] = dict(_LIBPQ_DEFAULTS)
         if dsn:
@@ -84,19 +164,10 @@ class DatabaseConfig:
         if dbhost is None and not dsn:
             dbhost = env.get('LP_DBHOST')
         if dbhost:
-            tokens = dbhost.split(None, 1)
-            params['host'] = tokens[0]
-            if len(tokens) > 1:
-                extra = _parse(tokens[1], 'dbhost')
-                for key, argument in _OWNED_KEYWORDS.items():
-                    if key in extra:
-                        raise ConfigurationError(
-                            'dbhost may not set %r; pass %s= to '
-                            'initZopeless instead.' % (key, argument))
-                params.update(extra)
+            params.update(_host_params(dbhost))
         if dbname is None and 'dbname' not in params:
-            dbname = env.get('LP_DBNAME') or env.get('PGDATABASE') \
-                or DEFAULT_DBNAME
+            # Unset: libpq decides (PGDATABASE, else the user's name).
+            dbname = env.get('LP_DBNAME')
         if dbname:
             params['dbname'] = dbname
         if dbuser is None and 'user' not in params:
@@ -110,17 +181,13 @@ class DatabaseConfig:
         # Let libpq validate every keyword now rather than at first use.
         _parse(psycopg2.extensions.make_dsn(**params), 'connection settings')
         self._params = params
-        self.isolation = normalize_isolation(isolation)
-        self.implicitBegin = bool(implicitBegin)
-        if reconnect_timeout is not None and reconnect_timeout < 0:
-            raise ConfigurationError('reconnect_timeout must be >= 0 or None')
-        if not 0 < reconnect_initial_delay <= reconnect_max_delay:
-            raise ConfigurationError(
-                'Need 0 < reconnect_initial_delay <= reconnect_max_delay.')
-        self.reconnect_timeout = reconnect_timeout
-        self.reconnect_initial_delay = float(reconnect_initial_delay)
-        self.reconnect_max_delay = float(reconnect_max_delay)
-        self.resolve_commit_outcome = bool(resolve_commit_outcome)
+        self._settings = _validated(dict(_BEHAVIOUR_DEFAULTS, **settings))
+
+    def replace(self, **changes: Any) -> 'DatabaseConfig':
+        clone = object.__new__(DatabaseConfig)
+        clone._params = self._params
+        clone._settings = _validated(dict(self._settings, **changes))
+        return clone
 
     def connect_kwargs(self) -> dict[str, str]:
         return dict(self._params)
@@ -141,21 +208,15 @@ class DatabaseConfig:
                 parts.append('%s=%s' % (key, value))
         return ' '.join(parts) or 'the default libpq database'
 
-    def settings_key(self) -> tuple:
+    def database_key(self) -> tuple:
         # The password only as a digest: keys end up in dict reprs.
-        params = tuple(sorted(
+        return tuple(sorted(
             (k, hashlib.sha256(v.encode()).hexdigest() if k == 'password'
              else v) for k, v in self._params.items()))
-        return (params, self.isolation,
-                self.implicitBegin, self.reconnect_timeout,
-                self.reconnect_initial_delay, self.reconnect_max_delay,
-                self.resolve_commit_outcome)
 
-    def with_isolation(self, isolation: str) -> 'DatabaseConfig':
-        clone = object.__new__(DatabaseConfig)
-        clone.__dict__.update(self.__dict__)
-        clone.isolation = normalize_isolation(isolation)
-        return clone
+    def settings_key(self) -> tuple:
+        return (self.database_key(),
+                tuple(sorted(self._settings.items())))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DatabaseConfig) and \

@@ -14,7 +14,7 @@ import logging
 import select
 import socket
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import psycopg2
 import psycopg2.extensions
@@ -26,9 +26,12 @@ from canonical.database.classify import translate_error
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IPreparedTransactions
+from canonical.database.interfaces import IReconnectCoordinator
 from canonical.database.isolation import AUTOCOMMIT_ISOLATION
+from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
-from canonical.database.twophase import recover_orphans
+from canonical.database.twophase import rollback_quietly
 
 __all__ = ['ReconnectingConnection']
 
@@ -40,11 +43,12 @@ _PSYCOPG2_ISOLATION = {
     'serializable': psycopg2.extensions.ISOLATION_LEVEL_SERIALIZABLE,
 }
 
+RawConnection = psycopg2.extensions.connection
 _READY = psycopg2.extensions.STATUS_READY
 _POLL_MASK = select.POLLIN | select.POLLPRI
 
 
-def _peer_has_closed(raw: Any) -> Optional[str]:
+def _peer_has_closed(raw: RawConnection) -> Optional[str]:
     """Why ``raw`` is dead, judged from what already sits in its socket, or
     None when it is (as far as the kernel knows) alive.
 
@@ -77,8 +81,9 @@ class ReconnectingConnection:
 
     def __init__(self, config: IDatabaseConfig) -> None:
         self.config = config
-        self.raw: Any = None
-        self._coordinator = coordinator_for(config)
+        self.raw: Optional[RawConnection] = None
+        self._coordinator: IReconnectCoordinator = coordinator_for(config)
+        self.prepared: IPreparedTransactions = prepared_for(config)
         self._poller: Any = None
         self._isolation: Optional[str] = None
         self.reconnects = 0
@@ -100,7 +105,7 @@ class ReconnectingConnection:
             return _peer_has_closed(raw)
         return None
 
-    def ensure_connected(self) -> Any:
+    def ensure_connected(self) -> RawConnection:
         if self.raw is None:
             return self._connect(lost=False)
         reason = self.death_reason()
@@ -109,79 +114,33 @@ class ReconnectingConnection:
         self.discard(reason)
         return self._connect(lost=True)
 
-    def _connect(self, lost: bool) -> Any:
+    def _connect(self, lost: bool) -> RawConnection:
         timeout = self.config.reconnect_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         started = time.monotonic()
-        raw = self._coordinator.connect(deadline, reason='lost' if lost
-                                        else None)
+        raw = self._coordinator.connect(self.config, deadline,
+                                        reason='lost' if lost else None)
         self._isolation = None
         self.raw = raw
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
         self._apply_isolation(raw)
-        if not self._coordinator.recovered:
-            self._recover_orphans(raw)
+        self.prepared.recover_orphans(raw)
         if lost:
             self.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
                      time.monotonic() - started)
         return raw
 
-    def _recover_orphans(self, raw: Any) -> None:
-        # Once per process and database: commit what dead processes of this
-        # host prepared (see twophase).  One round trip, first connect only.
-        self._coordinator.recovered = True
-        autocommit = raw.autocommit
-        try:
-            raw.autocommit = False
-            recover_orphans(raw)
-        except psycopg2.Error as e:
-            log.error('Recovery of prepared transactions failed: %s',
-                      server_message(e))
-            self._rollback_quietly(raw)
-        finally:
-            if not raw.closed:
-                raw.autocommit = autocommit
-
-    def defer_prepared(self, gid: str, commit: bool) -> None:
-        """Commit (or roll back) prepared transaction ``gid`` at the
-        process's next begin(): it could not be finished yet, and it holds
-        its locks until it is."""
-        self._coordinator.unfinished[gid] = commit
-
-    def finish_deferred_now(self) -> dict:
+    def finish_deferred_now(self) -> Dict[str, bool]:
         """Finish deferred prepared transactions on the live connection, if
         there is one, without waiting; return those still unfinished."""
-        if self._coordinator.unfinished and self.death_reason() is None:
-            self._rollback_quietly(self.raw)
-            self._finish_deferred(self.raw)
-        return dict(self._coordinator.unfinished)
+        if self.prepared.pending() and self.death_reason() is None:
+            rollback_quietly(self.raw)
+            self.prepared.finish_pending(self.raw)
+        return self.prepared.pending()
 
-    def _finish_deferred(self, raw: Any) -> None:
-        autocommit = raw.autocommit
-        raw.autocommit = True
-        try:
-            for gid, commit in list(self._coordinator.unfinished.items()):
-                try:
-                    if commit:
-                        raw.tpc_commit(gid)
-                    else:
-                        raw.tpc_rollback(gid)
-                except psycopg2.errors.UndefinedObject:
-                    pass  # finished already, by us or by recovery
-                except psycopg2.Error as e:
-                    log.error('Prepared transaction %s is still not '
-                              'finished: %s', gid, server_message(e))
-                    continue
-                self._coordinator.unfinished.pop(gid, None)
-                log.info('%s prepared transaction %s.',
-                         'Committed' if commit else 'Rolled back', gid)
-        finally:
-            if not raw.closed:
-                raw.autocommit = autocommit
-
-    def _apply_isolation(self, raw: Any) -> None:
+    def _apply_isolation(self, raw: RawConnection) -> None:
         level = self.config.isolation
         if level == self._isolation:
             return
@@ -204,15 +163,15 @@ class ReconnectingConnection:
     def autocommit(self) -> bool:
         return self.config.isolation == AUTOCOMMIT_ISOLATION
 
-    def begin(self, gid: Optional[str]) -> Any:
+    def begin(self, gid: Optional[str]) -> RawConnection:
         while True:
             raw = self.ensure_connected()
             if raw.status != _READY:
                 # Left in a transaction by someone using raw directly.
-                self._rollback_quietly(raw)
-            if self._coordinator.unfinished:
+                rollback_quietly(raw)
+            if self.prepared.pending():
                 # A decided two-phase commit holds its locks until done.
-                self._finish_deferred(raw)
+                self.prepared.finish_pending(raw)
             self._apply_isolation(raw)
             if self.autocommit or gid is None:
                 return raw
@@ -228,7 +187,7 @@ class ReconnectingConnection:
         """Roll back what is in progress, keeping a healthy connection."""
         raw = self.raw
         if raw is not None:
-            self._rollback_quietly(raw)
+            rollback_quietly(raw)
 
     def execute(self, query: Any, params: Any = None) -> Any:
         raw = self.raw
@@ -271,24 +230,12 @@ class ReconnectingConnection:
         except psycopg2.Error:
             pass
 
-    @staticmethod
-    def _rollback_quietly(raw: Any) -> None:
-        if raw.closed:
-            return
-        try:
-            try:
-                raw.tpc_rollback()
-            except psycopg2.ProgrammingError:
-                raw.rollback()  # not a two-phase transaction
-        except psycopg2.Error:
-            pass
-
     def close(self) -> None:
         raw, self.raw = self.raw, None
         self._poller = None
         if raw is None or raw.closed:
             return
-        self._rollback_quietly(raw)
+        rollback_quietly(raw)
         try:
             raw.close()
         except psycopg2.Error:

@@ -20,10 +20,11 @@ difference: the database transaction is always committed.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 import psycopg2
-from transaction.interfaces import ISavepointDataManager
+from transaction.interfaces import ITransaction
+from transaction.interfaces import ITransactionManager
 from transaction.interfaces import TransientError
 from zope.interface import implementer
 
@@ -33,8 +34,10 @@ from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IZopelessDataManager
 from canonical.database.sqlbase import LAZY_UPDATE_CLASSES
+from canonical.database.sqlbase import ZopelessSQLObjectConnection
 from canonical.database.twophase import commit_prepared
 from canonical.database.twophase import rollback_prepared
 
@@ -42,23 +45,27 @@ __all__ = ['ZopelessDataManager']
 
 log = logging.getLogger('canonical.database.datamanager')
 
+RawConnection = psycopg2.extensions.connection
 
-def _is_alone(txn: Any) -> bool:
+
+def _is_alone(txn: ITransaction) -> bool:
     # `transaction` keeps no public list of joined resources; a transaction
     # without that attribute gets the always-safe two-phase commit.
     resources = getattr(txn, '_resources', None)
     return resources is not None and len(resources) == 1
 
 
-@implementer(IZopelessDataManager, ISavepointDataManager)
+@implementer(IZopelessDataManager)
 class ZopelessDataManager:
     """One thread's database transaction; see IZopelessDataManager."""
 
-    def __init__(self, db: Any, sqlconn: Any, transaction_manager: Any):
+    def __init__(self, db: IDatabaseConnection,
+                 sqlconn: ZopelessSQLObjectConnection,
+                 transaction_manager: ITransactionManager) -> None:
         self.db = db
         self.sqlconn = sqlconn
         self.transaction_manager = transaction_manager
-        self.txn: Any = None
+        self.txn: Optional[ITransaction] = None
         self.gid: Optional[str] = None
         self._prepared = False
         self._prepare_uncertain = False
@@ -66,12 +73,12 @@ class ZopelessDataManager:
         self._backend: Optional[int] = None
         self._savepoints = 0
 
-    def start(self, txn: Any, gid: Optional[str]) -> None:
+    def start(self, txn: ITransaction, gid: Optional[str]) -> None:
         """Begin the database transaction and join ``txn``."""
         self.db.begin(gid)
         self.join(txn, gid)
 
-    def join(self, txn: Any, gid: Optional[str]) -> None:
+    def join(self, txn: ITransaction, gid: Optional[str]) -> None:
         """Join ``txn`` with the database transaction begun as ``gid``."""
         self.gid = None if self.db.autocommit else gid
         self._prepared = self._prepare_uncertain = self._finishing = False
@@ -86,7 +93,7 @@ class ZopelessDataManager:
 
     # -- IDataManager ------------------------------------------------------
 
-    def abort(self, txn: Any) -> None:
+    def abort(self, txn: ITransaction) -> None:
         if self._prepared or self._prepare_uncertain:
             # `transaction` calls abort() before tpc_abort() on a resource
             # whose vote failed: the (maybe) prepared gid must be settled
@@ -99,10 +106,10 @@ class ZopelessDataManager:
             self.sqlconn.expireAll()
             self._end()
 
-    def tpc_begin(self, txn: Any) -> None:
+    def tpc_begin(self, txn: ITransaction) -> None:
         pass
 
-    def commit(self, txn: Any) -> None:
+    def commit(self, txn: ITransaction) -> None:
         # SQLObject writes at attribute assignment unless a class asked for
         # lazyUpdate: write those now, before anyone votes.
         caches = self.sqlconn.cache.allSubCachesByClassNames()
@@ -111,7 +118,7 @@ class ZopelessDataManager:
                 if instance.sqlmeta.dirty:
                     instance.syncUpdate()
 
-    def tpc_vote(self, txn: Any) -> None:
+    def tpc_vote(self, txn: ITransaction) -> None:
         if self.gid is None:
             return  # autocommit: everything is already committed
         raw = self._live_raw_or_raise()
@@ -135,7 +142,7 @@ class ZopelessDataManager:
             raise translate_error(e) from e
         self._prepared = True
 
-    def tpc_finish(self, txn: Any) -> None:
+    def tpc_finish(self, txn: ITransaction) -> None:
         try:
             if self._prepared:
                 self._finishing = True
@@ -149,7 +156,7 @@ class ZopelessDataManager:
         finally:
             self._end()
 
-    def tpc_abort(self, txn: Any) -> None:
+    def tpc_abort(self, txn: ITransaction) -> None:
         try:
             if self._finishing:
                 return  # may have committed: recovery, not rollback
@@ -186,7 +193,7 @@ class ZopelessDataManager:
 
     # -- helpers -----------------------------------------------------------
 
-    def _live_raw_or_raise(self) -> Any:
+    def _live_raw_or_raise(self) -> RawConnection:
         # A session the server already ended (terminated, timed out, shut
         # down) rolled back: say so for certain rather than send a COMMIT
         # whose failure would leave the outcome unknown.
@@ -216,7 +223,7 @@ class ZopelessDataManager:
             # Never hand a connection in an unknown state out again.
             self.db.discard(server_message(e))
 
-    def _commit_one_phase(self, raw: Any) -> None:
+    def _commit_one_phase(self, raw: RawConnection) -> None:
         try:
             raw.tpc_commit()
         except psycopg2.Error as e:

@@ -15,7 +15,8 @@ a script, and ``except ZopelessError`` catches what this library adds.
 
 from sqlobject import dberrors
 from transaction.interfaces import AlreadyInTransaction
-from transaction.interfaces import IDataManager
+from transaction.interfaces import IRetryDataManager
+from transaction.interfaces import ISavepointDataManager
 from transaction.interfaces import TransientError
 from zope.interface import Attribute
 from zope.interface import Interface
@@ -23,6 +24,8 @@ from zope.interface import Interface
 __all__ = [
     'IDatabaseConfig',
     'IDatabaseConnection',
+    'IReconnectCoordinator',
+    'IPreparedTransactions',
     'IZopelessTransactionManager',
     'IZopelessDataManager',
     'ZopelessError',
@@ -96,7 +99,8 @@ class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
 class IDatabaseConfig(Interface):
     """Where the database is and how to talk to it.
 
-    Adapting a configuration to IDatabaseConnection gives a new,
+    A configuration never changes once made: derive another one with
+    replace().  Adapting a configuration to IDatabaseConnection gives a new,
     not yet connected, reconnecting connection.
     """
 
@@ -104,6 +108,8 @@ class IDatabaseConfig(Interface):
         "The isolation level name, one of canonical.database.isolation.")
     implicitBegin = Attribute(
         "True: a transaction is always open; False: begin() opens one.")
+    debug = Attribute(
+        "True: every statement is logged (canonical.database.sql, DEBUG).")
     reconnect_timeout = Attribute(
         "Seconds begin() waits for the database before raising "
         "DatabaseUnavailableError; None waits for ever.")
@@ -124,20 +130,114 @@ class IDatabaseConfig(Interface):
         Never log or show the result.
         """
 
+    def get(key, default=None):
+        """One libpq connection parameter; asking for the password raises
+        KeyError."""
+
     def describe():
         """A description of the target for messages: host, port, database
         and user, never the password."""
+
+    def replace(**changes):
+        """A copy of this configuration with the named settings changed
+        (any keyword of the constructor except the libpq ones: isolation,
+        implicitBegin, debug, reconnect_timeout, resolve_commit_outcome,
+        ...).  Raises ConfigurationError for an unknown or invalid one."""
+
+    def database_key():
+        """A hashable value equal for two configurations with the same
+        connection parameters, whatever their behaviour settings: the key
+        of the per-process objects every configuration of a database
+        shares (the reconnect coordinator, the ledger of prepared
+        transactions)."""
 
     def settings_key():
         """A hashable value equal for two configurations of the same
         database with the same behaviour."""
 
 
+class IReconnectCoordinator(Interface):
+    """Connection making for one database, shared by a process's threads.
+
+    While the database answers, threads connect side by side; during an
+    outage one thread probes with capped exponential backoff and the others
+    wait for its verdict.  The counters are figures for tools and tests.
+    """
+
+    in_outage = Attribute("True while the database is found unreachable.")
+    attempts = Attribute("Connection attempts made, counting every one.")
+    outage_attempts = Attribute("Attempts made by probers during outages.")
+    outages = Attribute("Outages begun.")
+    last_downtime = Attribute(
+        "Seconds from the start of the last outage to its end.")
+    refusals = Attribute(
+        "Failed attempts by what they met (a dict: too_many_clients, "
+        "starting_up, shutting_down, recovering, refused, timeout, other; "
+        "see canonical.database.classify.connect_failure_kind).")
+
+    def connect(config, deadline=None, reason=None):
+        """A new psycopg2 connection made from ``config``, waiting through
+        an outage until the monotonic ``deadline`` (None: for ever).
+
+        ``reason`` is set when a connection was lost (it has already been
+        reported).  Raises ConnectionFailedError for permanent refusals
+        and DatabaseUnavailableError at the deadline.
+        """
+
+    def note_loss():
+        """A connection of this database was found dead: until the next
+        success, threads connect one at a time."""
+
+
+class IPreparedTransactions(Interface):
+    """The two-phase bookkeeping of one database in this process.
+
+    Prepared transactions that could not be finished when decided (the
+    database was away, say) are remembered here and finished on the next
+    live connection; those left by dead processes of this host are
+    committed once, on the first connection.
+    """
+
+    recovered = Attribute(
+        "True once prepared transactions of dead processes were looked "
+        "for on this database.")
+    settled = Attribute(
+        "Transactions whose COMMIT or PREPARE answer was lost, settled "
+        "after reconnecting.")
+    orphans_recovered = Attribute(
+        "Prepared transactions of dead processes committed.")
+    deferred = Attribute("Prepared transactions deferred to a later begin().")
+    deferred_finished = Attribute(
+        "Deferred prepared transactions finished since.")
+
+    def defer(gid, commit):
+        """Have the next live connection commit (or, with commit false,
+        roll back) prepared transaction ``gid``."""
+
+    def pending():
+        """The deferred transactions still unfinished: a dict gid ->
+        commit."""
+
+    def finish_pending(raw):
+        """COMMIT or ROLLBACK PREPARED every deferred transaction on the
+        idle psycopg2 connection ``raw``; those that fail stay pending."""
+
+    def recover_orphans(raw):
+        """Once per process: commit the prepared transactions left by dead
+        processes of this host, on the idle psycopg2 connection ``raw``."""
+
+    def note_settled():
+        """Count a transaction settled after its answer was lost."""
+
+
 class IDatabaseConnection(Interface):
     """One thread's connection to the database, which comes back by itself.
 
     A connection is used by one thread at a time.  It connects lazily: no
-    network traffic happens before begin() or ensure_connected().
+    network traffic happens before begin() or ensure_connected().  A site
+    may register its own implementation as the adapter from
+    IDatabaseConfig; the data manager, the transaction manager and the
+    two-phase helpers use nothing but what is declared here.
     """
 
     config = Attribute("The IDatabaseConfig this connection was made from.")
@@ -145,6 +245,16 @@ class IDatabaseConnection(Interface):
         "The psycopg2 connection, or None while not connected.  Its "
         "transaction is driven by begin() and the data manager: do not "
         "call its commit() or rollback().")
+    autocommit = Attribute(
+        "True when the configuration asks for autocommit: every statement "
+        "commits by itself and there is no transaction to join.")
+    prepared = Attribute(
+        "The IPreparedTransactions of this connection's database.")
+    reconnects = Attribute("Connections found lost and made again.")
+
+    def set_config(config):
+        """Use ``config`` (another isolation level, say) from the next
+        begin() on; the connection itself is kept."""
 
     def death_reason():
         """Why the connection is known to be dead without a round trip (the
@@ -168,6 +278,7 @@ class IDatabaseConnection(Interface):
         BEGIN is the first statement of the transaction, so when it fails
         because the link died the connection is re-established and the BEGIN
         sent again.  Nothing that may have committed is ever sent twice.
+        Deferred prepared transactions are finished first.
         """
 
     def execute(query, params=None):
@@ -180,10 +291,9 @@ class IDatabaseConnection(Interface):
         """Roll back the transaction in progress; a connection that cannot
         is discarded."""
 
-    def defer_prepared(gid, commit):
-        """Have the process's next begin() commit (or, with commit false,
-        roll back) prepared transaction ``gid``, which could not be
-        finished now."""
+    def lost_in_transaction(error):
+        """The DisconnectionError to raise when ``error`` killed the link
+        in the middle of a transaction."""
 
     def finish_deferred_now():
         """Finish deferred prepared transactions on the live connection
@@ -201,17 +311,27 @@ class IDatabaseConnection(Interface):
         """Roll back what is in progress and close the connection."""
 
 
-class IZopelessDataManager(IDataManager):
+class IZopelessDataManager(ISavepointDataManager, IRetryDataManager):
     """The data manager a thread's database transaction joins with.
 
     Alone in a transaction it commits in tpc_vote (one phase, no extra
     round trip); with other data managers it votes with PREPARE TRANSACTION
-    and finishes with COMMIT PREPARED.
+    and finishes with COMMIT PREPARED.  should_retry() is true for
+    serialization failures, deadlocks and disconnections.
     """
 
-    def should_retry(error):
-        """True for serialization failures, deadlocks and disconnections,
-        which a new attempt of the whole transaction may overcome."""
+    db = Attribute("The thread's IDatabaseConnection.")
+    txn = Attribute("The transaction joined, or None.")
+    gid = Attribute(
+        "The two-phase transaction id of the database transaction, or None "
+        "in autocommit mode.")
+
+    def start(txn, gid):
+        """Begin the database transaction named ``gid`` and join ``txn``."""
+
+    def join(txn, gid):
+        """Join ``txn`` with the database transaction already begun as
+        ``gid``."""
 
 
 class IZopelessTransactionManager(Interface):

@@ -17,18 +17,23 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 import psycopg2
+from zope.interface import implementer
 
+from canonical.database.classify import connect_failure_kind
 from canonical.database.classify import is_permanent_connect_error
 from canonical.database.classify import server_message
 from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.interfaces import IReconnectCoordinator
+from canonical.database.perdatabase import PerDatabase
 
 __all__ = ['ReconnectCoordinator', 'coordinator_for', 'Backoff']
 
 log = logging.getLogger('canonical.database.reconnect')
 
-Connector = Callable[[], Any]
+# Makes a psycopg2 connection from a configuration.
+Connector = Callable[[IDatabaseConfig], Any]
 
 
 class Backoff:
@@ -57,8 +62,12 @@ def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
+@implementer(IReconnectCoordinator)
 class ReconnectCoordinator:
-    """Connection making for one database, shared by a process's threads."""
+    """Connection making for one database, shared by a process's threads;
+    see IReconnectCoordinator.  ``config`` names the database in messages;
+    each connect() brings the configuration (timeouts, backoff) of its
+    caller."""
 
     def __init__(self, config: IDatabaseConfig,
                  connector: Optional[Connector] = None) -> None:
@@ -72,18 +81,17 @@ class ReconnectCoordinator:
         self._in_flight = 0         # direct attempts not yet answered
         self._last_success = -1e9   # monotonic time of the last connect
         self._last_loss = -1e9      # ... and of the last connection lost
-        self.recovered = False  # orphaned prepared transactions handled
-        # Prepared transactions that could not be finished yet, gid ->
-        # commit (True) or roll back: the next begin() does.
-        self.unfinished: Dict[str, bool] = {}
-        # Figures for tests, benchmarks and the chaos audit.
+        self._outage_started = 0.0
+        # Figures for tests, benchmarks and the chaos soak.
+        self.refusals: Dict[str, int] = {}
         self.attempts = 0
         self.outage_attempts = 0
         self.outages = 0
         self.last_downtime = 0.0
 
-    def _psycopg2_connect(self) -> Any:
-        return psycopg2.connect(**self.config.connect_kwargs())
+    @staticmethod
+    def _psycopg2_connect(config: IDatabaseConfig) -> Any:
+        return psycopg2.connect(**config.connect_kwargs())
 
     @property
     def in_outage(self) -> bool:
@@ -100,11 +108,13 @@ class ReconnectCoordinator:
         return (self._last_success > self._last_loss and
                 time.monotonic() - self._last_success <= _TRUST_SECONDS)
 
-    def _attempt(self) -> Any:
+    def _attempt(self, config: IDatabaseConfig) -> Any:
         self.attempts += 1
         try:
-            conn = self._connector()
+            conn = self._connector(config)
         except psycopg2.Error as e:
+            kind = connect_failure_kind(e)
+            self.refusals[kind] = self.refusals.get(kind, 0) + 1
             if is_permanent_connect_error(e, self._ever_connected):
                 raise ConnectionFailedError(
                     'Cannot connect to %s: %s.  Check the database name, user '
@@ -114,10 +124,10 @@ class ReconnectCoordinator:
         self._ever_connected = True
         return conn
 
-    def connect(self, deadline: Optional[float] = None,
+    def connect(self, config: IDatabaseConfig,
+                deadline: Optional[float] = None,
                 reason: Optional[str] = None) -> Any:
-        """A new connection, waiting through an outage; see
-        IDatabaseConnection.ensure_connected for what is raised."""
+        """See IReconnectCoordinator.connect."""
         with self._cond:
             # While the database has not answered anyone lately, one
             # attempt at a time finds out whether it is there: threads
@@ -127,13 +137,13 @@ class ReconnectCoordinator:
             while (not self._in_outage and self._in_flight and
                    not self._trusted()):
                 if not self._cond.wait(_remaining(deadline)):
-                    self._raise_unavailable()
+                    self._raise_unavailable(config)
             direct = not self._in_outage
             if direct:
                 self._in_flight += 1
         if direct:
             try:
-                conn = self._attempt()
+                conn = self._attempt(config)
             except psycopg2.Error as e:
                 self._begin_outage(server_message(e), warned=bool(reason))
             else:
@@ -144,7 +154,7 @@ class ReconnectCoordinator:
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
-        return self._wait(deadline)
+        return self._wait(config, deadline)
 
     def _begin_outage(self, message: str, warned: bool) -> None:
         with self._cond:
@@ -159,7 +169,8 @@ class ReconnectCoordinator:
                 'Database %s is unreachable (%s); waiting for it to come '
                 'back.', self.config.describe(), message)
 
-    def _wait(self, deadline: Optional[float]) -> Any:
+    def _wait(self, config: IDatabaseConfig,
+              deadline: Optional[float]) -> Any:
         while True:
             with self._cond:
                 if not self._in_outage:
@@ -173,21 +184,22 @@ class ReconnectCoordinator:
                         lambda: self._generation != seen or
                         self._prober is None, _remaining(deadline))
             if seen == -1:
-                return self._probe(deadline)
+                return self._probe(config, deadline)
             if deadline is not None and time.monotonic() >= deadline:
-                self._raise_unavailable()
+                self._raise_unavailable(config)
             if seen is not None and self._in_outage:
                 continue  # woken because the prober gave up: take its place
             try:
-                return self._attempt()
+                return self._attempt(config)
             except psycopg2.Error as e:
                 # The outage ended for the prober but not for us (too many
                 # clients, say): back to waiting, without a stampede.
                 self._begin_outage(server_message(e), warned=True)
 
-    def _probe(self, deadline: Optional[float]) -> Any:
-        backoff = Backoff(self.config.reconnect_initial_delay,
-                          self.config.reconnect_max_delay)
+    def _probe(self, config: IDatabaseConfig,
+               deadline: Optional[float]) -> Any:
+        backoff = Backoff(config.reconnect_initial_delay,
+                          config.reconnect_max_delay)
         tries = 0
         try:
             while True:
@@ -195,13 +207,13 @@ class ReconnectCoordinator:
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        self._raise_unavailable()
+                        self._raise_unavailable(config)
                     delay = min(delay, remaining)
                 time.sleep(delay)
                 tries += 1
                 self.outage_attempts += 1
                 try:
-                    conn = self._attempt()
+                    conn = self._attempt(config)
                 except psycopg2.Error as e:
                     log.debug('Reconnect attempt %d to %s failed: %s',
                               tries, self.config.describe(),
@@ -225,22 +237,14 @@ class ReconnectCoordinator:
                     self._prober = None
                     self._cond.notify_all()
 
-    def _raise_unavailable(self) -> None:
+    @staticmethod
+    def _raise_unavailable(config: IDatabaseConfig) -> None:
         raise DatabaseUnavailableError(
             'Database %s still unreachable after %.1f s; giving up as '
             'reconnect_timeout says.  Check that the server is running.'
-            % (self.config.describe(), self.config.reconnect_timeout or 0))
+            % (config.describe(), config.reconnect_timeout or 0))
 
 
-_registry: Dict[Any, ReconnectCoordinator] = {}
-_registry_lock = threading.Lock()
-
-
-def coordinator_for(config: IDatabaseConfig) -> ReconnectCoordinator:
-    """The process's coordinator for ``config``'s database."""
-    key = config.settings_key()
-    with _registry_lock:
-        coordinator = _registry.get(key)
-        if coordinator is None:
-            coordinator = _registry[key] = ReconnectCoordinator(config)
-        return coordinator
+# The process's coordinator for a configuration's database.
+coordinator_for: PerDatabase[ReconnectCoordinator] = PerDatabase(
+    ReconnectCoordinator)

@@ -21,11 +21,12 @@ from typing import Any, Iterable, List, Optional
 import psycopg2
 
 from canonical.database.classify import server_message
+from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.processes import pid_alive
 
 __all__ = [
     'GID_PREFIX', 'new_gid', 'commit_prepared', 'rollback_prepared',
-    'recover_orphans', 'orphaned_gids',
+    'recover_orphans', 'orphaned_gids', 'rollback_quietly',
 ]
 
 log = logging.getLogger('canonical.database.twophase')
@@ -43,6 +44,20 @@ def new_gid() -> str:
 
 
 _START = int(time.time() * 1000)
+
+
+def rollback_quietly(raw: Any) -> None:
+    """Roll back whatever ``raw`` has in progress, two-phase or not; a
+    connection that cannot is left for its owner to discard."""
+    if raw.closed:
+        return
+    try:
+        try:
+            raw.tpc_rollback()
+        except psycopg2.ProgrammingError:
+            raw.rollback()  # not a two-phase transaction
+    except psycopg2.Error:
+        pass
 
 
 _BACKEND_GRACE = 1.0  # seconds an old backend may take to finish
@@ -76,7 +91,7 @@ def _wait_for_backend_exit(raw: Any, pid: Optional[int]) -> None:
         time.sleep(0.01)
 
 
-def _finish(db: Any, gid: str, commit: bool,
+def _finish(db: IDatabaseConnection, gid: str, commit: bool,
             old_backend: Optional[int] = None) -> bool:
     """COMMIT/ROLLBACK PREPARED ``gid`` on a fresh connection, reconnecting
     as long as db.ensure_connected() lets us.  True when done (or nothing
@@ -102,6 +117,7 @@ def _finish(db: Any, gid: str, commit: bool,
                 outcome = 'committed already' if commit else 'not prepared'
             log.info('Settled transaction %s after its answer was lost: %s.',
                      gid, outcome)
+            db.prepared.note_settled()
             return True
         except psycopg2.Error as e:
             if raw.closed:
@@ -112,7 +128,7 @@ def _finish(db: Any, gid: str, commit: bool,
             return False
 
 
-def _settle(db: Any, gid: Optional[str], commit: bool,
+def _settle(db: IDatabaseConnection, gid: Optional[str], commit: bool,
             old_backend: Optional[int]) -> None:
     if gid is None:
         return
@@ -122,13 +138,13 @@ def _settle(db: Any, gid: Optional[str], commit: bool,
         reason = 'the server refused'
     except Exception as e:  # noqa: BLE001 - deferred, never lost
         reason = e.__class__.__name__
-    db.defer_prepared(gid, commit)
+    db.prepared.defer(gid, commit)
     log.critical('Prepared transaction %s could not be %s yet (%s); the '
                  'next begin() of this process will.', gid,
                  'committed' if commit else 'rolled back', reason)
 
 
-def commit_prepared(db: Any, gid: Optional[str],
+def commit_prepared(db: IDatabaseConnection, gid: Optional[str],
                     old_backend: Optional[int] = None) -> None:
     """Finish a decided transaction; never raises (tpc_finish must not).
 
@@ -141,7 +157,7 @@ def commit_prepared(db: Any, gid: Optional[str],
     _settle(db, gid, True, old_backend)
 
 
-def rollback_prepared(db: Any, gid: Optional[str],
+def rollback_prepared(db: IDatabaseConnection, gid: Optional[str],
                       old_backend: Optional[int] = None) -> None:
     """Roll back a transaction that was (maybe) prepared but not decided;
     deferred like commit_prepared when it cannot be done now."""

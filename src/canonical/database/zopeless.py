@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any, Optional
+from typing import Optional
 
 import transaction
 from transaction.interfaces import ISynchronizer
+from transaction.interfaces import ITransaction
 from transaction.interfaces import NoTransaction
 from zope.component import getGlobalSiteManager
 from zope.interface import implementer
 
 from canonical.database.connection import ReconnectingConnection
 from canonical.database.datamanager import ZopelessDataManager
+from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.database.interfaces import NoTransactionError
@@ -46,10 +48,10 @@ class _ThreadState:
 
     __slots__ = ('db', 'sqlconn', 'dm', 'begun_gid', '__weakref__')
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: IDatabaseConnection) -> None:
         self.db = db
-        self.sqlconn = ZopelessSQLObjectConnection(
-            db, debug=getattr(db.config, 'debug', False))
+        self.sqlconn = ZopelessSQLObjectConnection(db,
+                                                   debug=db.config.debug)
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
         self.begun_gid: Optional[str] = None  # BEGIN sent by ztm.begin()
 
@@ -61,15 +63,15 @@ class _Synchronizer:
     def __init__(self, ztm: 'ZopelessTransactionManager') -> None:
         self._ztm = weakref.ref(ztm)
 
-    def newTransaction(self, txn: Any) -> None:
+    def newTransaction(self, txn: ITransaction) -> None:
         ztm = self._ztm()
         if ztm is not None and ztm.installed:
             ztm._on_new_transaction(txn)
 
-    def beforeCompletion(self, txn: Any) -> None:
+    def beforeCompletion(self, txn: ITransaction) -> None:
         pass
 
-    def afterCompletion(self, txn: Any) -> None:
+    def afterCompletion(self, txn: ITransaction) -> None:
         pass
 
 
@@ -77,7 +79,7 @@ class _Synchronizer:
 class ZopelessTransactionManager:
     """See IZopelessTransactionManager."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: IDatabaseConfig) -> None:
         self.config = config
         self.implicitBegin = config.implicitBegin
         self.installed = True
@@ -109,7 +111,7 @@ class ZopelessTransactionManager:
                 self._states.add(state)
         return state
 
-    def _current_sqlconn(self) -> Any:
+    def _current_sqlconn(self) -> Optional[ZopelessSQLObjectConnection]:
         state = getattr(self._local, 'state', None)
         if state is not None and state.dm.txn is not None:
             return state.sqlconn
@@ -119,7 +121,7 @@ class ZopelessTransactionManager:
         state.dm.start(transaction.get(), new_gid())
         return state.sqlconn
 
-    def _on_new_transaction(self, txn: Any) -> None:
+    def _on_new_transaction(self, txn: ITransaction) -> None:
         state = self._state()
         if state.begun_gid is not None:
             gid, state.begun_gid = state.begun_gid, None
@@ -192,13 +194,13 @@ class ZopelessTransactionManager:
                 'begin() first.') from None
 
     def set_isolation_level(self, level: str) -> None:
-        self.config = self.config.with_isolation(level)
+        self.config = self.config.replace(isolation=level)
         with self._lock:
             states = list(self._states)
         for state in states:
             state.db.set_config(self.config)
 
-    def connection(self) -> Any:
+    def connection(self) -> IDatabaseConnection:
         state = self._state()
         if state.dm.txn is None:
             if self._current_sqlconn() is None:

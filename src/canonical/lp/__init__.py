@@ -65,7 +65,7 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
                  dbuser: Optional[str] = None, implicitBegin: bool = True,
                  isolation: str = READ_COMMITTED_ISOLATION,
                  debug: bool = False, dsn: Optional[str] = None,
-                 **options: Any) -> Any:
+                 **options: Any) -> IZopelessTransactionManager:
     """Install the Zopeless transaction manager and return it.
 
     Connection settings come from the arguments, then the environment
@@ -84,19 +84,16 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
         declared = queryUtility(IDatabaseConfig)
         if declared is not None and dbname is dbhost is dbuser is dsn is None \
                 and not options:
-            config = declared
-            if (implicitBegin, isolation) != (declared.implicitBegin,
-                                              declared.isolation):
-                config = DatabaseConfig(
-                    dsn=None, implicitBegin=implicitBegin,
-                    isolation=isolation, libpq_options=
-                    declared.connect_kwargs())
+            # The site's database, with every setting it declares; the
+            # arguments change only what they name.
+            config = declared.replace(implicitBegin=implicitBegin,
+                                      isolation=isolation, debug=debug)
         else:
             config = DatabaseConfig(dbname=dbname, dbhost=dbhost,
                                     dbuser=dbuser, dsn=dsn,
                                     implicitBegin=implicitBegin,
-                                    isolation=isolation, **options)
-        config.debug = bool(debug)
+                                    isolation=isolation, debug=debug,
+                                    **options)
         installed = installedTransactionManager()
         if installed is not None:
             if installed.config == config:
@@ -114,7 +111,8 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
         return ztm
 
 
-def installedTransactionManager() -> Optional[Any]:
+def installedTransactionManager(
+) -> Optional[IZopelessTransactionManager]:
     """The installed manager (the IZopelessTransactionManager utility), or
     None."""
     return queryUtility(IZopelessTransactionManager)

@@ -25,6 +25,7 @@ from canonical.database.chaos.audit import ledger_invariant
 from canonical.database.chaos.workload import Journal, JournalBook, Unit
 from canonical.database.chaos.workload import transfer
 from canonical.database.twophase import new_gid
+from canonical.database.perdatabase import forget_all
 from canonical.lp import initZopeless
 
 __all__ = ['durability_case']
@@ -43,8 +44,10 @@ def _orphan_gid() -> str:
 
 
 def _manager(cluster: Any, dbname: str, timeout: float) -> Any:
-    # A settings key of its own: a coordinator of its own, which runs the
-    # start-up recovery of orphaned prepared transactions on first connect.
+    # Stands for a new process: one that has not yet looked for the
+    # prepared transactions of dead processes, which it does on first
+    # connect.
+    forget_all()
     return initZopeless(dbname=dbname,
                         dbhost='127.0.0.1 port=%d' % cluster.port,
                         dbuser='launchpad', implicitBegin=False,

@@ -29,6 +29,7 @@ from canonical.database.chaos.models import OPENING_BALANCE, SCHEMA
 from canonical.database.chaos.report import figures, write_json
 from canonical.database.chaos.workload import JournalBook, Worker
 from canonical.database.cluster import Cluster, default_base
+from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
 from canonical.database.cluster.conf import PASSWORD_ROLE
 from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
@@ -44,18 +45,9 @@ _STOP_GRACE = 30.0  # seconds a worker has to finish its unit after the end
 class _LogTally(logging.Handler):
     """Counts the library's log records; keeps the serious ones."""
 
-    # Messages worth a figure of their own.
-    NOTABLE = {
-        'too many clients': 'too_many_clients',
-        'after its answer was lost': 'commits_resolved',
-        'Committed prepared transaction': 'orphans_recovered',
-        'left for start-up recovery': 'prepared_left_for_recovery',
-    }
-
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.counts: Dict[str, int] = {}
-        self.notable: Dict[str, int] = {}
         self.serious: List[str] = []
         self.password_leaks = 0
 
@@ -71,9 +63,6 @@ class _LogTally(logging.Handler):
             return
         self.counts[record.levelname] = self.counts.get(
             record.levelname, 0) + 1
-        for text, name in self.NOTABLE.items():
-            if text in message:
-                self.notable[name] = self.notable.get(name, 0) + 1
         if record.levelno >= logging.ERROR and len(self.serious) < 20:
             self.serious.append('%s %s: %s' % (
                 record.levelname, record.name, message[:300]))
@@ -250,11 +239,17 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
                 conn.close()
             for worker in hung:
                 worker.join(10)
+        prepared = prepared_for(ztm.config)
         report['reconnect'] = {
             'attempts': coordinator.attempts,
             'outage_attempts': coordinator.outage_attempts,
             'outages': coordinator.outages,
             'last_downtime': round(coordinator.last_downtime, 3),
+            'refusals': dict(coordinator.refusals),
+            'commits_resolved': prepared.settled,
+            'orphans_recovered': prepared.orphans_recovered,
+            'deferred_prepared': prepared.deferred,
+            'deferred_prepared_finished': prepared.deferred_finished,
         }
         report['seconds'] = round(ended - started, 3)
         ztm.uninstall()
@@ -286,7 +281,6 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         report.update(figures(units, crew, injector, monitor.outages,
                               started))
         report['library_log'] = {'counts': dict(tally.counts),
-                                 'notable': dict(tally.notable),
                                  'serious': list(tally.serious)}
         if durability_units:
             say('durability case: %d units, then a crash'

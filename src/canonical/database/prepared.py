@@ -1,0 +1,115 @@
+"""The two-phase bookkeeping of a database: prepared transactions still to
+finish, and the once-per-process recovery of those dead processes left.
+
+A COMMIT PREPARED that could not be done when it was decided (the database
+stayed away longer than reconnect_timeout, say) keeps its locks until it
+is: the ledger remembers it and the next begin() on a live connection
+finishes it.  Connections only call the ledger; twophase.py holds the SQL
+recipes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Dict
+
+import psycopg2
+import psycopg2.errors
+from zope.interface import implementer
+
+from canonical.database.classify import server_message
+from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.interfaces import IPreparedTransactions
+from canonical.database.perdatabase import PerDatabase
+from canonical.database.twophase import recover_orphans
+from canonical.database.twophase import rollback_quietly
+
+__all__ = ['PreparedTransactions', 'prepared_for']
+
+log = logging.getLogger('canonical.database.prepared')
+
+
+@implementer(IPreparedTransactions)
+class PreparedTransactions:
+    """See IPreparedTransactions; one per database and process."""
+
+    def __init__(self, config: IDatabaseConfig) -> None:
+        self._lock = threading.Lock()
+        self._pending: Dict[str, bool] = {}
+        self.recovered = False
+        self.settled = 0
+        self.orphans_recovered = 0
+        self.deferred = 0
+        self.deferred_finished = 0
+
+    def defer(self, gid: str, commit: bool) -> None:
+        with self._lock:
+            self._pending[gid] = commit
+            self.deferred += 1
+
+    def pending(self) -> Dict[str, bool]:
+        with self._lock:
+            return dict(self._pending)
+
+    def note_settled(self) -> None:
+        with self._lock:
+            self.settled += 1
+
+    def finish_pending(self, raw: Any) -> None:
+        autocommit = raw.autocommit
+        raw.autocommit = True
+        try:
+            for gid, commit in self.pending().items():
+                if self._finish_one(raw, gid, commit):
+                    with self._lock:
+                        self._pending.pop(gid, None)
+                        self.deferred_finished += 1
+        finally:
+            if not raw.closed:
+                raw.autocommit = autocommit
+
+    @staticmethod
+    def _finish_one(raw: Any, gid: str, commit: bool) -> bool:
+        try:
+            if commit:
+                raw.tpc_commit(gid)
+            else:
+                raw.tpc_rollback(gid)
+        except psycopg2.errors.UndefinedObject:
+            return True  # finished already, by us or by recovery
+        except psycopg2.Error as e:
+            log.error('Prepared transaction %s is still not finished: %s',
+                      gid, server_message(e))
+            return False
+        log.info('%s prepared transaction %s.',
+                 'Committed' if commit else 'Rolled back', gid)
+        return True
+
+    def recover_orphans(self, raw: Any) -> None:
+        # Once per process and database, on the first connection: one
+        # round trip.  Marked done first, so a failure is not retried on
+        # every connect (it is logged).
+        with self._lock:
+            if self.recovered:
+                return
+            self.recovered = True
+        autocommit = raw.autocommit
+        try:
+            raw.autocommit = False
+            done = recover_orphans(raw)
+        except psycopg2.Error as e:
+            log.error('Recovery of prepared transactions failed: %s',
+                      server_message(e))
+            rollback_quietly(raw)
+            return
+        finally:
+            if not raw.closed:
+                raw.autocommit = autocommit
+        with self._lock:
+            self.orphans_recovered += len(done)
+
+
+# The process's ledger for a configuration's database.
+prepared_for: PerDatabase[PreparedTransactions] = PerDatabase(
+    PreparedTransactions)
