@@ -32,7 +32,17 @@ _OWNED_KEYWORDS = {'dbname': 'dbname', 'user': 'dbuser',
 
 # libpq keepalive defaults: a silently dead peer is noticed within about
 # 15 seconds instead of the kernel's two hours.
+#
+# target_session_attrs=read-write: the library is for jobs that write, and
+# a session that cannot write (a standby, a primary fenced with
+# default_transaction_read_only, one demoted by a switchover) must never be
+# kept.  libpq then skips such servers of a host list, and with servers of
+# PostgreSQL 14 or later it decides from what the server reports at
+# start-up, without a round trip.  "primary" would accept a fenced
+# primary; "any" would connect to a standby.  Readers pass another value
+# (any, read-only, standby, prefer-standby) explicitly.
 _LIBPQ_DEFAULTS = {
+    'target_session_attrs': 'read-write',
     'keepalives': '1',
     'keepalives_idle': '5',
     'keepalives_interval': '2',
@@ -42,6 +52,9 @@ _LIBPQ_DEFAULTS = {
     'application_name': 'zopeless',
 }
 
+
+# The target_session_attrs of sessions that must be able to write.
+_WRITER_ATTRS = ('read-write', 'primary')
 
 # What a configuration does, as opposed to where it connects; replace()
 # may change these.
@@ -188,6 +201,10 @@ class DatabaseConfig:
         clone._params = self._params
         clone._settings = _validated(dict(self._settings, **changes))
         return clone
+
+    @property
+    def writes(self) -> bool:
+        return self._params.get('target_session_attrs') in _WRITER_ATTRS
 
     def connect_kwargs(self) -> dict[str, str]:
         return dict(self._params)

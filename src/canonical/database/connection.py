@@ -21,13 +21,16 @@ import psycopg2.extensions
 from zope.interface import implementer
 
 from canonical.database.classify import is_disconnect
+from canonical.database.classify import is_read_only_error
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
+from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.interfaces import IReconnectCoordinator
+from canonical.database.interfaces import ReadOnlyServerError
 from canonical.database.isolation import AUTOCOMMIT_ISOLATION
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
@@ -75,6 +78,22 @@ def _peer_has_closed(raw: RawConnection) -> Optional[str]:
     return None
 
 
+def reported_read_only(raw: RawConnection) -> Optional[bool]:
+    """Whether the server of ``raw`` said it does not take writes: True, or
+    False, or None when it says nothing (servers before PostgreSQL 14, and
+    poolers that do not pass the report on).
+
+    PostgreSQL 14 and later report in_hot_standby and
+    default_transaction_read_only to the client whenever they change, with
+    the answer to the next statement: no round trip is needed to know.
+    """
+    standby = raw.info.parameter_status('in_hot_standby')
+    fenced = raw.info.parameter_status('default_transaction_read_only')
+    if standby is None and fenced is None:
+        return None
+    return 'on' in (standby, fenced)
+
+
 @implementer(IDatabaseConnection)
 class ReconnectingConnection:
     """See IDatabaseConnection; an adapter from IDatabaseConfig."""
@@ -86,6 +105,7 @@ class ReconnectingConnection:
         self.prepared: IPreparedTransactions = prepared_for(config)
         self._poller: Any = None
         self._isolation: Optional[str] = None
+        self._lost = False  # a connection was discarded since the last one
         self.reconnects = 0
 
     # -- connecting --------------------------------------------------------
@@ -107,7 +127,7 @@ class ReconnectingConnection:
 
     def ensure_connected(self) -> RawConnection:
         if self.raw is None:
-            return self._connect(lost=False)
+            return self._connect(lost=self._lost)
         reason = self.death_reason()
         if reason is None:
             return self.raw
@@ -126,6 +146,7 @@ class ReconnectingConnection:
         self._poller.register(raw.fileno(), _POLL_MASK)
         self._apply_isolation(raw)
         self.prepared.recover_orphans(raw)
+        self._lost = False
         if lost:
             self.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
@@ -177,11 +198,17 @@ class ReconnectingConnection:
                 return raw
             try:
                 raw.tpc_begin(gid)  # sends BEGIN: the transaction's first
-                return raw          # statement, safe to send again
-            except psycopg2.Error as e:
+            except psycopg2.Error as e:   # statement, safe to send again
                 if not is_disconnect(e, raw):
                     raise
                 self.discard(server_message(e))
+                continue
+            if self.config.writes and reported_read_only(raw):
+                # Fenced or demoted since we connected: the answer to BEGIN
+                # says so.  Nothing has run yet; find a writable server.
+                self.discard('the server no longer accepts writes')
+                continue
+            return raw
 
     def rollback(self) -> None:
         """Roll back what is in progress, keeping a healthy connection."""
@@ -198,19 +225,40 @@ class ReconnectingConnection:
             cursor = raw.cursor()
             cursor.execute(query, params)
         except psycopg2.Error as e:
-            if is_disconnect(e, raw):
-                raise self.lost_in_transaction(e) from e
-            # The same exceptions as statements run through SQLObject.
-            raise translate_error(e) from e
+            error = self.statement_error(e)
+            if error is e:
+                # The same exceptions as statements run through SQLObject.
+                error = translate_error(e)
+            raise error from e
         return cursor
+
+    def statement_error(self, error: BaseException) -> BaseException:
+        raw = self.raw
+        if is_disconnect(error, raw):
+            return self.lost_in_transaction(error)
+        if self.config.writes and is_read_only_error(error):
+            # The server became read-only (a fence, a demotion): this
+            # session cannot write again.  A server's report can be stale
+            # behind a pooler (PgBouncer tells a client only of changes
+            # seen while it was linked), so the error itself decides.
+            self.discard('the server refused a write: %s'
+                         % server_message(error))
+            return with_sqlstate(ReadOnlyServerError(
+                '%s\n(%s does not accept writes any more: a standby, or a '
+                'primary fenced or demoted.  Nothing of the transaction was '
+                'committed; call abort(), then begin() waits for a writable '
+                'server and the transaction can run again.)'
+                % (server_message(error), self.config.describe())), error)
+        return with_sqlstate(error, error)
 
     def lost_in_transaction(self, error: BaseException) -> DisconnectionError:
         """The error to raise when ``error`` killed the link mid-transaction.
         """
-        return DisconnectionError(
+        return with_sqlstate(DisconnectionError(
             '%s\n(The connection to %s was lost during a transaction; nothing '
             'of it was committed.  Call abort(), then begin() and run it '
-            'again.)' % (server_message(error), self.config.describe()))
+            'again.)' % (server_message(error), self.config.describe())),
+            error)
 
     def is_disconnect(self, error: BaseException) -> bool:
         return is_disconnect(error, self.raw)
@@ -222,6 +270,7 @@ class ReconnectingConnection:
         self._poller = None
         if raw is None:
             return
+        self._lost = True
         self._coordinator.note_loss()
         log.warning('Lost the connection to %s: %s.',
                     self.config.describe(), reason)

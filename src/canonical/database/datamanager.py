@@ -32,6 +32,7 @@ from canonical.database.classify import is_disconnect
 from canonical.database.classify import is_retryable_conflict
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
+from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConnection
@@ -230,11 +231,11 @@ class ZopelessDataManager:
             if not is_disconnect(e, raw):
                 raise translate_error(e) from e
             self.db.discard(server_message(e))
-            raise CommitOutcomeUnknownError(
+            raise with_sqlstate(CommitOutcomeUnknownError(
                 '%s\n(The connection to %s died while COMMIT was in flight: '
                 'the transaction may or may not have committed.  Check '
                 'before running it again, or set resolve_commit_outcome.)'
-                % (server_message(e), self.db.config.describe())) from e
+                % (server_message(e), self.db.config.describe())), e) from e
 
 
 class ZopelessSavepoint:

@@ -38,14 +38,23 @@ __all__ = [
     'ConnectionFailedError',
     'DatabaseUnavailableError',
     'DisconnectionError',
+    'ReadOnlyServerError',
     'CommitOutcomeUnknownError',
+    'TransactionLostError',
 ]
 
 
 # -- exceptions --------------------------------------------------------------
 
 class ZopelessError(Exception):
-    """Base of every error this library raises itself."""
+    """Base of every error this library raises itself.
+
+    ``pgcode`` is the SQLSTATE of the server error behind it (as on
+    psycopg2's errors and on the sqlobject.dberrors errors this library
+    translates), or None when no server error is.
+    """
+
+    pgcode = None
 
 
 class ConfigurationError(ZopelessError, ValueError):
@@ -89,9 +98,27 @@ class DisconnectionError(ZopelessError, dberrors.OperationalError,
     it was committed.  Abort and run the transaction again."""
 
 
+class ReadOnlyServerError(ZopelessError, dberrors.OperationalError,
+                          TransientError):
+    """The server refused a write because it does not take writes (any
+    more): a standby, a primary fenced with default_transaction_read_only,
+    or one demoted after a switchover.  The connection was dropped; nothing
+    of the transaction was committed.  Abort and run it again: the next
+    begin() waits for a writable server.  ``pgcode`` is '25006'."""
+
+    pgcode = '25006'
+
+
 class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
     """The connection died while COMMIT was in flight: the transaction may
     or may not have committed."""
+
+
+class TransactionLostError(ZopelessError, dberrors.OperationalError):
+    """A failover lost the database's part of a two-phase transaction that
+    the other data managers had already committed: the server the library
+    now talks to never received it.  The transaction is partly done and
+    needs a person."""
 
 
 # -- interfaces --------------------------------------------------------------
@@ -110,6 +137,10 @@ class IDatabaseConfig(Interface):
         "True: a transaction is always open; False: begin() opens one.")
     debug = Attribute(
         "True: every statement is logged (canonical.database.sql, DEBUG).")
+    writes = Attribute(
+        "True when sessions must be able to write (target_session_attrs "
+        "read-write, the default, or primary): a server found read-only is "
+        "left for a writable one.")
     reconnect_timeout = Attribute(
         "Seconds begin() waits for the database before raising "
         "DatabaseUnavailableError; None waits for ever.")
@@ -172,8 +203,11 @@ class IReconnectCoordinator(Interface):
         "Seconds from the start of the last outage to its end.")
     refusals = Attribute(
         "Failed attempts by what they met (a dict: too_many_clients, "
-        "starting_up, shutting_down, recovering, refused, timeout, other; "
-        "see canonical.database.classify.connect_failure_kind).")
+        "starting_up, shutting_down, recovering, refused, timeout, "
+        "read_only, stale, other; see "
+        "canonical.database.classify.connect_failure_kind).")
+    last_failure = Attribute(
+        "What the last failed attempt met (a key of refusals), or None.")
 
     def connect(config, deadline=None, reason=None):
         """A new psycopg2 connection made from ``config``, waiting through
@@ -278,7 +312,10 @@ class IDatabaseConnection(Interface):
         BEGIN is the first statement of the transaction, so when it fails
         because the link died the connection is re-established and the BEGIN
         sent again.  Nothing that may have committed is ever sent twice.
-        Deferred prepared transactions are finished first.
+        Deferred prepared transactions are finished first.  For writers
+        (IDatabaseConfig.writes), a server whose answer to BEGIN reports it
+        read-only (fenced or demoted since the connection was made) is
+        left the same way, before anything of the transaction ran.
         """
 
     def execute(query, params=None):
@@ -302,6 +339,13 @@ class IDatabaseConnection(Interface):
 
     def is_disconnect(error):
         """True when ``error`` means the connection is gone."""
+
+    def statement_error(error):
+        """The error to raise for ``error``, which a statement of the
+        current transaction raised: DisconnectionError when the link died,
+        ReadOnlyServerError (the connection dropped) when the server no
+        longer takes writes, otherwise ``error`` itself, with its SQLSTATE
+        as ``pgcode``."""
 
     def discard(reason):
         """Forget a connection that is dead or in an unknown state; the

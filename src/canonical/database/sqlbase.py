@@ -21,6 +21,7 @@ from sqlobject.postgres.pgconnection import PostgresConnection
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import InvalidValueError
 from canonical.database.interfaces import NoTransactionError
+from canonical.database.interfaces import ZopelessError
 
 sql_log = logging.getLogger('canonical.database.sql')
 
@@ -78,10 +79,14 @@ class ZopelessSQLObjectConnection(PostgresConnection):
         try:
             return meth(raw, *args)
         except (psycopg2.Error, dberrors.Error) as e:
-            if isinstance(e, DisconnectionError) or \
-                    not self._db.is_disconnect(e):
+            if isinstance(e, ZopelessError):
                 raise
-            raise self._db.lost_in_transaction(e) from e
+            # Disconnections and read-only servers become the library's
+            # errors; SQLObject's translations get their SQLSTATE back.
+            error = self._db.statement_error(e)
+            if error is e:
+                raise
+            raise error from e
 
     def _queryInsertID(self, conn: Any, soInstance: Any, id: Any,
                        names: list, values: list) -> Any:

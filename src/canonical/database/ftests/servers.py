@@ -22,6 +22,7 @@ from canonical.database.cluster.interfaces import IReplicationNode
 from canonical.database.cluster.netns import NetworkHost
 from canonical.database.cluster.pgbouncer import PgBouncer
 from canonical.database.cluster.replication import ReplicationNode
+from canonical.database.ftests.writer import HA_TABLE_SQL
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 
 __all__ = ['ReplicationLayer', 'Servers', 'ServersTestCase']
@@ -42,6 +43,7 @@ class ReplicationLayer:
         setup.server = seed
         setup.setUp()
         setup.closeConnections()
+        seed.psql(HA_TABLE_SQL, dbname=setup.dbname)
         seed.stop('fast')
         cls.seed = seed
 

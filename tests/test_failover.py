@@ -1,0 +1,226 @@
+"""Jobs that write, across failovers: what each event costs them.
+
+Every test makes its own primary and standbys (canonical.database.ftests.
+servers) and runs a UnitWriter, a job inserting one row per unit of work
+through transaction.manager.attempts(); the rows tell which server took
+each unit.  Events happen while it writes; the assertions say how many
+attempts an event may cost and that every acknowledged unit is on the
+server the job writes to afterwards.
+"""
+
+import logging
+
+import psycopg2
+import transaction
+from sqlobject import dberrors
+from transaction.interfaces import TransientError
+
+from canonical.database.ftests.logcapture import LogCapture
+from canonical.database.ftests.servers import ServersTestCase
+from canonical.database.ftests.writer import UnitWriter
+from canonical.database.interfaces import DatabaseUnavailableError
+from canonical.database.interfaces import DisconnectionError
+from canonical.database.interfaces import ReadOnlyServerError
+from canonical.database.reconnect import coordinator_for
+from canonical.lp import initZopeless
+
+
+def dbhost(*servers, **libpq):
+    """A dbhost naming ``servers`` in order, as users write it."""
+    text = '%s port=%s' % (','.join(s.host for s in servers),
+                           ','.join(str(s.port) for s in servers))
+    for key, value in libpq.items():
+        text += ' %s=%s' % (key, value)
+    return text
+
+
+def rows(server, sql):
+    return server.psql(sql, dbname='launchpad_ftest').split()
+
+
+class FailoverTestCase(ServersTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.log = LogCapture('canonical.database')
+        self.addCleanup(self.log.uninstall)
+
+    def install(self, *servers, libpq=None, **options):
+        settings = dict(dbname='launchpad_ftest', dbuser='launchpad',
+                        implicitBegin=False)
+        settings.update(options)
+        ztm = initZopeless(dbhost=dbhost(*servers, **(libpq or {})),
+                           **settings)
+        self.addCleanup(self._uninstall, ztm)
+        return ztm
+
+    @staticmethod
+    def _uninstall(ztm):
+        ztm.uninstall()
+        transaction.manager.explicit = False
+
+    def writer(self, ztm, **kw):
+        writer = UnitWriter(ztm, **kw)
+        writer.start()
+        self.addCleanup(writer.stop)
+        return writer
+
+    def assertAllOn(self, server, writer):
+        """Every unit the writer saw committed is on ``server``, once."""
+        writer.stop()
+        found = set(rows(server, 'SELECT uid FROM ha_unit'))
+        missing = [c.uid for c in writer.committed if c.uid not in found]
+        self.assertEqual(missing, [])
+        self.assertEqual(writer.failed, [])
+
+    def assertCostAtMost(self, writer, count, *kinds):
+        self.assertLessEqual(len(writer.errors), count, writer.errors)
+        for error in writer.errors:
+            self.assertIsInstance(error, kinds or (TransientError,))
+
+
+class TestWritersReachThePrimary(FailoverTestCase):
+
+    def test_fenced_primary_costs_the_unit_in_flight(self):
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2', synchronous=True)
+        ztm = self.install(primary, standby)
+        writer = self.writer(ztm)
+        writer.wait_for_commits(5, port=primary.port)
+        primary.fence()
+        # Writes stop: nothing takes them until the standby is promoted.
+        coordinator = coordinator_for(ztm.config)
+        writer.wait_until(lambda w: coordinator.in_outage)
+        standby.wait_replayed(primary.wal_lsn())
+        standby.promote()
+        writer.wait_for_commits(5, port=standby.port)
+        self.assertCostAtMost(writer, 1, ReadOnlyServerError)
+        for error in writer.errors:
+            self.assertEqual(error.pgcode, '25006')
+        self.assertAllOn(standby, writer)
+        self.assertEqual(coordinator.last_failure, 'read_only')
+
+    def test_demoted_primary_after_a_switchover(self):
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2', synchronous=True)
+        ztm = self.install(primary, standby)
+        writer = self.writer(ztm)
+        writer.wait_for_commits(5, port=primary.port)
+        primary.stop('fast')
+        standby.promote()
+        writer.wait_for_commits(3, port=standby.port)
+        primary.follow(standby)  # back as a standby of its successor
+        writer.wait_for_commits(3, port=standby.port)
+        self.assertCostAtMost(writer, 1, DisconnectionError)
+        self.assertAllOn(standby, writer)
+        self.assertEqual(rows(primary, 'SELECT pg_is_in_recovery()'), ['t'])
+
+    def test_a_fence_between_units_costs_nothing(self):
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2', synchronous=True)
+        ztm = self.install(primary, standby)
+        ztm.begin()
+        ztm.connection().execute("INSERT INTO ha_unit VALUES ('a', 1)")
+        ztm.commit()
+        primary.fence()
+        standby.promote()
+        # The answer to BEGIN reports the fence: the unit moves on before
+        # anything of it ran.
+        ztm.begin()
+        port = ztm.connection().execute(
+            "INSERT INTO ha_unit VALUES ('b', inet_server_port()) "
+            "RETURNING port").fetchone()[0]
+        ztm.commit()
+        self.assertEqual(port, standby.port)
+        self.assertIn('WARNING canonical.database.connection Lost the '
+                      'connection', '\n'.join(self.log.lines()))
+
+    def test_only_read_only_servers_left(self):
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2')
+        ztm = self.install(standby, reconnect_timeout=0.5)
+        with self.assertRaises(DatabaseUnavailableError) as caught:
+            ztm.begin()
+        message = str(caught.exception)
+        self.assertNotIn('Check that the server is running', message)
+        self.assertIn('refuses writes', message)
+        self.assertIn('Promote a standby', message)
+
+    def test_readers_may_ask_for_a_standby(self):
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2')
+        ztm = self.install(standby, libpq={'target_session_attrs': 'any'})
+        ztm.begin()
+        connection = ztm.connection()
+        backend = connection.raw.info.backend_pid
+        self.assertEqual(connection.execute(
+            'SELECT pg_is_in_recovery()').fetchone()[0], True)
+        ztm.commit()
+        ztm.begin()
+        with self.assertRaises(dberrors.Error) as caught:
+            ztm.connection().execute("INSERT INTO ha_unit VALUES ('x', 1)")
+        self.assertNotIsInstance(caught.exception, TransientError)
+        self.assertEqual(caught.exception.pgcode, '25006')
+        ztm.abort()
+        ztm.begin()  # the same session: the reader wanted a standby
+        self.assertEqual(ztm.connection().raw.info.backend_pid, backend)
+        ztm.abort()
+
+
+class TestErrorsKeepTheirSqlstate(FailoverTestCase):
+
+    def test_sqlobject_errors_carry_pgcode(self):
+        from canonical.launchpad.database import Person
+        primary = self.servers.primary()
+        ztm = self.install(primary)
+        ztm.begin()
+        with self.assertRaises(dberrors.IntegrityError) as caught:
+            Person(name='sabdfl', displayname='again')
+        self.assertEqual(caught.exception.pgcode, '23505')
+        self.assertIsInstance(caught.exception.__context__, psycopg2.Error)
+        ztm.abort()
+
+    def test_a_fence_seen_at_a_write_is_a_transient_error(self):
+        # Behind PgBouncer a client hears of a fence only when its own
+        # transaction meets it: the first write.
+        primary = self.servers.primary()
+        bouncer = self.servers.bouncer(primary)
+        ztm = self.install(bouncer)
+        ztm.begin()
+        ztm.connection().execute('SELECT 1')
+        ztm.commit()
+        primary.fence()
+        ztm.begin()
+        connection = ztm.connection()
+        with self.assertRaises(ReadOnlyServerError) as caught:
+            connection.execute("INSERT INTO ha_unit VALUES ('x', 1)")
+        error = caught.exception
+        self.assertIsInstance(error, TransientError)
+        self.assertIsInstance(error, dberrors.OperationalError)
+        self.assertEqual(error.pgcode, '25006')
+        self.assertIn('read-only transaction', str(error))
+        self.assertIsNone(connection.raw)  # dropped: it can never write
+        ztm.abort()
+
+
+class TestReconnectedIsLogged(FailoverTestCase):
+
+    def test_after_a_failed_begin(self):
+        from canonical.database.ftests.cutproxy import CuttingProxy
+        primary = self.servers.primary()
+        proxy = CuttingProxy(primary.host, primary.port)
+        self.addCleanup(proxy.close)
+        ztm = initZopeless(dbname='launchpad_ftest', dbuser='launchpad',
+                           dbhost='127.0.0.1 port=%d' % proxy.port,
+                           implicitBegin=False)
+        self.addCleanup(self._uninstall, ztm)
+        ztm.begin()
+        ztm.commit()
+        proxy.cut_on(b'BEGIN', mode='before')
+        ztm.begin()  # the BEGIN dies with its link: sent again, at once
+        ztm.commit()
+        lines = self.log.lines(logging.INFO)
+        self.assertTrue(any('Reconnected to' in line for line in lines),
+                        lines)
+        self.assertTrue(any('Lost the connection' in line for line in lines),
+                        lines)
