@@ -84,6 +84,11 @@ _NAME_RESOLUTION_MESSAGES = ('could not translate host name',)
 
 # What a failed connection attempt met, for the coordinator's figures.
 _CONNECT_FAILURE_KINDS = (
+    # libpq's target_session_attrs verdicts, and ours on a demoted primary,
+    # first: with a host list they tell more than the other hosts' reasons.
+    ('session is read-only', 'read_only'),
+    ('server is in hot standby mode', 'read_only'),
+    ('demoted primary', 'stale'),
     ('too many clients', 'too_many_clients'),
     ('connection slots are reserved', 'too_many_clients'),
     ('the database system is starting up', 'starting_up'),
@@ -91,10 +96,6 @@ _CONNECT_FAILURE_KINDS = (
     ('the database system is in recovery mode', 'recovering'),
     ('connection refused', 'refused'),
     ('timeout expired', 'timeout'),
-    # libpq's target_session_attrs verdicts, and ours on a demoted primary.
-    ('session is read-only', 'read_only'),
-    ('server is in hot standby mode', 'read_only'),
-    ('demoted primary', 'stale'),
     ('timed out', 'timeout'),
 )
 

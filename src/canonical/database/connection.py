@@ -28,10 +28,12 @@ from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IDatabaseServers
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.interfaces import IReconnectCoordinator
 from canonical.database.interfaces import ReadOnlyServerError
 from canonical.database.isolation import AUTOCOMMIT_ISOLATION
+from canonical.database.hosts import servers_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
 from canonical.database.twophase import rollback_quietly
@@ -102,6 +104,7 @@ class ReconnectingConnection:
         self.config = config
         self.raw: Optional[RawConnection] = None
         self._coordinator: IReconnectCoordinator = coordinator_for(config)
+        self._servers: IDatabaseServers = servers_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
         self._poller: Any = None
         self._isolation: Optional[str] = None
@@ -187,6 +190,13 @@ class ReconnectingConnection:
     def begin(self, gid: Optional[str]) -> RawConnection:
         while True:
             raw = self.ensure_connected()
+            server = getattr(raw, 'server', None)
+            if server is not None and self._servers.is_stale(server):
+                # Reached before a failover this process has since followed:
+                # a demoted primary, whatever it still accepts.
+                self.discard('the server is a demoted primary (timeline %s '
+                             'was followed by a later one)' % server.timeline)
+                continue
             if raw.status != _READY:
                 # Left in a transaction by someone using raw directly.
                 rollback_quietly(raw)
@@ -272,6 +282,7 @@ class ReconnectingConnection:
             return
         self._lost = True
         self._coordinator.note_loss()
+        self._servers.note_lost(raw, reason)
         log.warning('Lost the connection to %s: %s.',
                     self.config.describe(), reason)
         try:

@@ -25,6 +25,8 @@ __all__ = [
     'IDatabaseConfig',
     'IDatabaseConnection',
     'IReconnectCoordinator',
+    'IServerIdentity',
+    'IDatabaseServers',
     'IPreparedTransactions',
     'IZopelessTransactionManager',
     'IZopelessDataManager',
@@ -221,6 +223,67 @@ class IReconnectCoordinator(Interface):
     def note_loss():
         """A connection of this database was found dead: until the next
         success, threads connect one at a time."""
+
+
+class IServerIdentity(Interface):
+    """Who a connection's server is, asked once when it connected."""
+
+    system = Attribute("The database system identifier (a string).")
+    timeline = Attribute(
+        "The server's timeline: a promotion starts a new one.  None on a "
+        "standby.")
+    started = Attribute("When the postmaster started (text).")
+    backend_pid = Attribute(
+        "The real backend pid, as the server gave it.  Through a pooler it "
+        "is one of the pooler's server connections, of no use later.")
+    pooled = Attribute(
+        "True when a pooler stands between (the pid libpq was told is not "
+        "the backend's).")
+    address = Attribute("host:port the connection was made to.")
+
+    def same_server(other):
+        """True when ``other`` names the same server run: system, timeline
+        and start time."""
+
+    def backend_of(other):
+        """This identity's backend pid if it is a backend of the server
+        ``other`` (the identity of a connection made later) names, else
+        None: never look a pid up on another server."""
+
+
+class IDatabaseServers(Interface):
+    """The servers of one database's host list, as a process knows them.
+
+    Connections are made host by host: the host that last answered is
+    tried first, and a host that timed out is left to a background probe
+    while another host can be tried, so a silent host does not cost its
+    connect_timeout on every attempt.  Writers' connections are asked
+    their server's identity, and a demoted primary (an older timeline of a
+    system this process has written to on a later one) is refused.
+    """
+
+    hosts = Attribute("The host:port entries of the list, in list order.")
+    timeouts = Attribute("Connection attempts that timed out, by host.")
+    stale_refused = Attribute("Connections refused as a demoted primary.")
+
+    def connect(config):
+        """A new psycopg2 connection to the first host that takes it;
+        raises the psycopg2 error of every host when none does."""
+
+    def is_stale(identity):
+        """True when ``identity`` is an older timeline of a system a later
+        timeline of which this process connected to."""
+
+    def note_lost(raw, reason):
+        """A connection was found dead for ``reason``: when it timed out,
+        its host is suspect from now on."""
+
+    def suspects():
+        """The hosts currently left to the background probe."""
+
+    def stop_probing():
+        """Stop the background probe (it starts again when a host times
+        out again); returns once it has stopped."""
 
 
 class IPreparedTransactions(Interface):

@@ -27,6 +27,7 @@ from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IReconnectCoordinator
+from canonical.database.hosts import servers_for
 from canonical.database.perdatabase import PerDatabase
 
 __all__ = ['ReconnectCoordinator', 'coordinator_for', 'Backoff']
@@ -107,7 +108,7 @@ class ReconnectCoordinator:
 
     @staticmethod
     def _psycopg2_connect(config: IDatabaseConfig) -> Any:
-        return psycopg2.connect(**config.connect_kwargs())
+        return servers_for(config).connect(config)
 
     @property
     def in_outage(self) -> bool:
