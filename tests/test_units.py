@@ -23,6 +23,9 @@ from canonical.database.classify import is_permanent_connect_error
 from canonical.database.classify import is_retryable_conflict
 from canonical.database.config import DatabaseConfig
 from canonical.database.connection import ReconnectingConnection
+from canonical.database.hosts import DatabaseServers
+from canonical.database.hosts import servers_for
+from canonical.database.hosts import split_hosts
 from canonical.database.perdatabase import forget_all
 from canonical.database.prepared import PreparedTransactions
 from canonical.database.prepared import prepared_for
@@ -30,6 +33,8 @@ from canonical.database.interfaces import ConfigurationError
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IDatabaseServers
+from canonical.database.interfaces import IServerIdentity
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.interfaces import IReconnectCoordinator
 from canonical.database.interfaces import IZopelessDataManager
@@ -123,6 +128,12 @@ class TestContracts(DatabaseTestCase):
         dm = transaction.get()._resources[0]
         self.assertTrue(verifyObject(IZopelessDataManager, dm))
         self.assertTrue(verifyObject(ISavepointDataManager, dm))
+        raw = ztm.connection().raw
+        self.assertTrue(verifyObject(IServerIdentity, raw.server))
+        self.assertFalse(raw.server.pooled)
+        self.assertEqual(raw.server.backend_pid, raw.info.backend_pid)
+        self.assertTrue(verifyObject(IDatabaseServers,
+                                     servers_for(ztm.config)))
         ztm.abort()
 
     def test_healthy_begin_opens_no_new_connection(self):
@@ -159,6 +170,40 @@ class TestCleanUp(DatabaseTestCase):
         again.abort()
 
 
+class TestHostLists(unittest.TestCase):
+
+    def test_one_host(self):
+        self.assertEqual(split_hosts({'host': 'db1', 'port': '5433'}), [{}])
+        self.assertEqual(split_hosts({}), [{}])
+
+    def test_a_list_with_one_port_or_one_each(self):
+        self.assertEqual(split_hosts({'host': 'a,b', 'port': '5432'}), [
+            {'host': 'a', 'port': '5432'}, {'host': 'b', 'port': '5432'}])
+        self.assertEqual(split_hosts({'host': 'a,b', 'port': '1,2',
+                                      'hostaddr': '10.0.0.1,10.0.0.2'}), [
+            {'host': 'a', 'port': '1', 'hostaddr': '10.0.0.1'},
+            {'host': 'b', 'port': '2', 'hostaddr': '10.0.0.2'}])
+
+    def test_what_libpq_would_refuse_is_left_to_libpq(self):
+        self.assertEqual(split_hosts({'host': 'a,b,c', 'port': '1,2'}), [{}])
+        self.assertEqual(split_hosts({'host': 'a,b',
+                                      'load_balance_hosts': 'random'}), [{}])
+
+    def test_the_host_that_answered_comes_first(self):
+        config = DatabaseConfig(dbname='x', dbhost='127.0.0.1,localhost '
+                                'port=1,2')
+        servers = DatabaseServers(config)
+        self.assertEqual(servers.hosts, ['127.0.0.1:1', 'localhost:2'])
+        self.assertEqual([h.label for h in servers._order()],
+                         servers.hosts)
+        servers._hosts[1].last_ok = 5.0
+        self.assertEqual([h.label for h in servers._order()],
+                         ['localhost:2', '127.0.0.1:1'])
+        servers._hosts[1].suspect_since = 6.0
+        self.assertEqual([h.label for h in servers._order()],
+                         ['127.0.0.1:1'])
+
+
 class TestDebug(DatabaseTestCase):
 
     def test_debug_logs_the_sql(self):
@@ -179,7 +224,10 @@ class TestDebug(DatabaseTestCase):
         params = ztm.connection().raw.get_dsn_parameters()
         ztm.abort()
         self.assertEqual(params['keepalives'], '1')
-        self.assertEqual(params['tcp_user_timeout'], '15000')
+        self.assertEqual(params['keepalives_idle'], '2')
+        self.assertEqual(params['tcp_user_timeout'], '3000')
+        self.assertEqual(params['connect_timeout'], '2')
+        self.assertEqual(params['target_session_attrs'], 'read-write')
         self.assertEqual(params['application_name'], 'zopeless')
 
 

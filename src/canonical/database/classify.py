@@ -9,20 +9,28 @@ there is.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, TypeVar
 
 import psycopg2
 from sqlobject import dberrors
 
 __all__ = [
+    'READ_ONLY_SQLSTATE',
     'connect_failure_kind',
     'is_disconnect',
+    'is_read_only_error',
     'is_permanent_connect_error',
     'is_retryable_conflict',
     'error_chain',
     'server_message',
+    'sqlstate',
     'translate_error',
+    'with_sqlstate',
 ]
+
+# read_only_sql_transaction: a write in a read-only transaction, which a
+# standby or a primary fenced with default_transaction_read_only gives.
+READ_ONLY_SQLSTATE = '25006'
 
 # SQLSTATEs after which the server has closed (or will close) the session.
 _FATAL_SESSION_CODES = {
@@ -76,6 +84,11 @@ _NAME_RESOLUTION_MESSAGES = ('could not translate host name',)
 
 # What a failed connection attempt met, for the coordinator's figures.
 _CONNECT_FAILURE_KINDS = (
+    # libpq's target_session_attrs verdicts, and ours on a demoted primary,
+    # first: with a host list they tell more than the other hosts' reasons.
+    ('session is read-only', 'read_only'),
+    ('server is in hot standby mode', 'read_only'),
+    ('demoted primary', 'stale'),
     ('too many clients', 'too_many_clients'),
     ('connection slots are reserved', 'too_many_clients'),
     ('the database system is starting up', 'starting_up'),
@@ -98,12 +111,28 @@ def error_chain(error: Optional[BaseException]) -> Iterator[BaseException]:
         error = error.__cause__ or error.__context__
 
 
-def _pgcode(error: BaseException) -> Optional[str]:
+def sqlstate(error: BaseException) -> Optional[str]:
+    """The SQLSTATE of ``error`` or of the error it came from, or None."""
     for item in error_chain(error):
         code = getattr(item, 'pgcode', None)
         if code:
             return code
     return None
+
+
+E = TypeVar('E', bound=BaseException)
+
+
+def with_sqlstate(error: E, cause: Optional[BaseException]) -> E:
+    """``error`` carrying the SQLSTATE of ``cause`` as ``pgcode``, so that
+    callers see the server's code on whatever this library raises."""
+    code = sqlstate(cause) if cause is not None else None
+    if code and not getattr(error, 'pgcode', None):
+        try:
+            error.pgcode = code  # type: ignore[attr-defined]
+        except AttributeError:
+            pass  # psycopg2's own errors: they carry it already
+    return error
 
 
 def server_message(error: BaseException) -> str:
@@ -122,7 +151,7 @@ def is_disconnect(error: BaseException, raw: object = None) -> bool:
     leaves the session alive and is not a disconnection."""
     if raw is not None and getattr(raw, 'closed', 0):
         return True
-    code = _pgcode(error)
+    code = sqlstate(error)
     if code == '57014':
         return False
     if code in _FATAL_SESSION_CODES:
@@ -148,7 +177,8 @@ def is_permanent_connect_error(error: BaseException,
 
 def connect_failure_kind(error: BaseException) -> str:
     """What a failed connection attempt met, in one word: too_many_clients,
-    starting_up, shutting_down, recovering, refused, timeout or other."""
+    starting_up, shutting_down, recovering, refused, timeout, read_only
+    (not a writable primary), stale (a demoted primary) or other."""
     text = str(error).lower()
     for message, kind in _CONNECT_FAILURE_KINDS:
         if message in text:
@@ -158,15 +188,23 @@ def connect_failure_kind(error: BaseException) -> str:
 
 def is_retryable_conflict(error: BaseException) -> bool:
     """Serialization failures and deadlocks: a new attempt may succeed."""
-    return _pgcode(error) in _RETRYABLE_CODES
+    return sqlstate(error) in _RETRYABLE_CODES
+
+
+def is_read_only_error(error: BaseException) -> bool:
+    """True for "cannot execute ... in a read-only transaction" (25006)."""
+    return sqlstate(error) == READ_ONLY_SQLSTATE
 
 
 def translate_error(error: psycopg2.Error) -> dberrors.Error:
     """The sqlobject.dberrors counterpart of a psycopg2 error, so commit
-    errors are caught like statement errors."""
+    errors are caught like statement errors; its ``pgcode`` is the
+    server's SQLSTATE."""
+    translated_class = dberrors.Error
     for cls in type(error).__mro__:
         translated = getattr(dberrors, cls.__name__, None)
         if isinstance(translated, type) and \
                 issubclass(translated, dberrors.Error):
-            return translated(server_message(error))
-    return dberrors.Error(server_message(error))
+            translated_class = translated
+            break
+    return with_sqlstate(translated_class(server_message(error)), error)

@@ -23,8 +23,10 @@ from zope.interface import implementer
 
 from canonical.database import forksafety
 from canonical.database.classify import is_disconnect
+from canonical.database.hosts import servers_for
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IDatabaseServers
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.interfaces import IReconnectCoordinator
 from canonical.database.prepared import prepared_for
@@ -67,6 +69,22 @@ def _peer_has_closed(raw: RawConnection) -> Optional[str]:
     return None
 
 
+def reported_read_only(raw: RawConnection) -> Optional[bool]:
+    """Whether the server of ``raw`` said it does not take writes: True, or
+    False, or None when it says nothing (servers before PostgreSQL 14, and
+    poolers that do not pass the report on).
+
+    PostgreSQL 14 and later report in_hot_standby and
+    default_transaction_read_only to the client whenever they change, with
+    the answer to the next statement: no round trip is needed to know.
+    """
+    standby = raw.info.parameter_status('in_hot_standby')
+    fenced = raw.info.parameter_status('default_transaction_read_only')
+    if standby is None and fenced is None:
+        return None
+    return 'on' in (standby, fenced)
+
+
 @implementer(IDatabaseConnection)
 class ReconnectingConnection(TransactionControl):
     """See IDatabaseConnection; an adapter from IDatabaseConfig."""
@@ -76,8 +94,10 @@ class ReconnectingConnection(TransactionControl):
         self._owner = forksafety.generation()  # whose connection this is
         self._raw: Optional[RawConnection] = None
         self._coordinator: IReconnectCoordinator = coordinator_for(config)
+        self._servers: IDatabaseServers = servers_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
         self._poller: Any = None
+        self._was_lost = False  # a connection was discarded since the last one
         self.reconnects = 0
         self.replays = 0
 
@@ -104,12 +124,26 @@ class ReconnectingConnection(TransactionControl):
         if reason is None:
             return self._raw
         if self._raw is None:
-            return self._connect(lost=False)
+            return self._connect(lost=self._was_lost)
         return self._reconnect(reason)
 
     def _reconnect(self, reason: str) -> RawConnection:
         self.discard(reason)
         return self._connect(lost=True)
+
+    def _unusable(self, raw: RawConnection) -> Optional[str]:
+        """Why a live connection must not be used for the next transaction,
+        or None; judged without a round trip."""
+        server = getattr(raw, 'server', None)
+        if server is not None and self._servers.is_stale(server):
+            # Reached before a failover this process has since followed:
+            # a demoted primary, whatever it still accepts.
+            return ('the server is a demoted primary (timeline %s was '
+                    'followed by a later one)' % server.timeline)
+        if self.config.writes and reported_read_only(raw):
+            # Fenced or demoted since we connected: its reports say so.
+            return 'the server no longer accepts writes'
+        return None
 
     def _inherited(self) -> bool:
         """True when the connection was opened before fork(), by another
@@ -122,6 +156,7 @@ class ReconnectingConnection(TransactionControl):
             self._raw = self._poller = None
             self._begin = None
             self._coordinator = coordinator_for(self.config)
+            self._servers = servers_for(self.config)
             self.prepared = prepared_for(self.config)
             self._owner = forksafety.generation()
 
@@ -138,6 +173,7 @@ class ReconnectingConnection(TransactionControl):
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
         self.prepared.recover_orphans(raw)
+        self._was_lost = False
         if lost:
             self.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
@@ -164,7 +200,9 @@ class ReconnectingConnection(TransactionControl):
         self._poller = None
         if raw is None:
             return
+        self._was_lost = True
         self._coordinator.note_loss()
+        self._servers.note_lost(raw, reason)
         log.warning('Lost the connection to %s: %s.',
                     self.config.describe(), reason)
         try:

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from canonical.database.classify import is_retryable_conflict
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
+from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IZopelessDataManager
@@ -207,11 +208,11 @@ class ZopelessDataManager:
             if not self.db.is_disconnect(e):
                 raise translate_error(e) from e
             self.db.discard(server_message(e))
-            raise CommitOutcomeUnknownError(
+            raise with_sqlstate(CommitOutcomeUnknownError(
                 '%s\n(The connection to %s died while COMMIT was in flight: '
                 'the transaction may or may not have committed.  Check '
                 'before running it again, or set resolve_commit_outcome.)'
-                % (server_message(e), self.db.config.describe())) from e
+                % (server_message(e), self.db.config.describe())), e) from e
 
 
 class ZopelessSavepoint:

@@ -25,6 +25,8 @@ __all__ = [
     'IDatabaseConfig',
     'IDatabaseConnection',
     'IReconnectCoordinator',
+    'IServerIdentity',
+    'IDatabaseServers',
     'IPreparedTransactions',
     'IZopelessTransactionManager',
     'IZopelessDataManager',
@@ -38,15 +40,24 @@ __all__ = [
     'ConnectionFailedError',
     'DatabaseUnavailableError',
     'DisconnectionError',
+    'ReadOnlyServerError',
     'CommitOutcomeUnknownError',
     'TransactionAbortedError',
+    'TransactionLostError',
 ]
 
 
 # -- exceptions --------------------------------------------------------------
 
 class ZopelessError(Exception):
-    """Base of every error this library raises itself."""
+    """Base of every error this library raises itself.
+
+    ``pgcode`` is the SQLSTATE of the server error behind it (as on
+    psycopg2's errors and on the sqlobject.dberrors errors this library
+    translates), or None when no server error is.
+    """
+
+    pgcode = None
 
 
 class ConfigurationError(ZopelessError, ValueError):
@@ -90,6 +101,17 @@ class DisconnectionError(ZopelessError, dberrors.OperationalError,
     it was committed.  Abort and run the transaction again."""
 
 
+class ReadOnlyServerError(ZopelessError, dberrors.OperationalError,
+                          TransientError):
+    """The server refused a write because it does not take writes (any
+    more): a standby, a primary fenced with default_transaction_read_only,
+    or one demoted after a switchover.  The connection was dropped; nothing
+    of the transaction was committed.  Abort and run it again: the next
+    begin() waits for a writable server.  ``pgcode`` is '25006'."""
+
+    pgcode = '25006'
+
+
 class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
     """The connection died while COMMIT was in flight: the transaction may
     or may not have committed."""
@@ -102,6 +124,13 @@ class TransactionAbortedError(ZopelessError, dberrors.InternalError):
     after an expected error, run that statement inside a savepoint."""
 
     pgcode = '25P02'  # in_failed_sql_transaction
+
+
+class TransactionLostError(ZopelessError, dberrors.OperationalError):
+    """A failover lost the database's part of a two-phase transaction that
+    the other data managers had already committed: the server the library
+    now talks to never received it.  The transaction is partly done and
+    needs a person."""
 
 
 # -- interfaces --------------------------------------------------------------
@@ -120,6 +149,10 @@ class IDatabaseConfig(Interface):
         "True: a transaction is always open; False: begin() opens one.")
     debug = Attribute(
         "True: every statement is logged (canonical.database.sql, DEBUG).")
+    writes = Attribute(
+        "True when sessions must be able to write (target_session_attrs "
+        "read-write, the default, or primary): a server found read-only is "
+        "left for a writable one.")
     reconnect_timeout = Attribute(
         "Seconds begin() waits for the database before raising "
         "DatabaseUnavailableError; None waits for ever.")
@@ -182,8 +215,11 @@ class IReconnectCoordinator(Interface):
         "Seconds from the start of the last outage to its end.")
     refusals = Attribute(
         "Failed attempts by what they met (a dict: too_many_clients, "
-        "starting_up, shutting_down, recovering, refused, timeout, other; "
-        "see canonical.database.classify.connect_failure_kind).")
+        "starting_up, shutting_down, recovering, refused, timeout, "
+        "read_only, stale, other; see "
+        "canonical.database.classify.connect_failure_kind).")
+    last_failure = Attribute(
+        "What the last failed attempt met (a key of refusals), or None.")
 
     def connect(config, deadline=None, reason=None):
         """A new psycopg2 connection made from ``config``, waiting through
@@ -197,6 +233,67 @@ class IReconnectCoordinator(Interface):
     def note_loss():
         """A connection of this database was found dead: until the next
         success, threads connect one at a time."""
+
+
+class IServerIdentity(Interface):
+    """Who a connection's server is, asked once when it connected."""
+
+    system = Attribute("The database system identifier (a string).")
+    timeline = Attribute(
+        "The server's timeline: a promotion starts a new one.  None on a "
+        "standby.")
+    started = Attribute("When the postmaster started (text).")
+    backend_pid = Attribute(
+        "The real backend pid, as the server gave it.  Through a pooler it "
+        "is one of the pooler's server connections, of no use later.")
+    pooled = Attribute(
+        "True when a pooler stands between (the pid libpq was told is not "
+        "the backend's).")
+    address = Attribute("host:port the connection was made to.")
+
+    def same_server(other):
+        """True when ``other`` names the same server run: system, timeline
+        and start time."""
+
+    def backend_of(other):
+        """This identity's backend pid if it is a backend of the server
+        ``other`` (the identity of a connection made later) names, else
+        None: never look a pid up on another server."""
+
+
+class IDatabaseServers(Interface):
+    """The servers of one database's host list, as a process knows them.
+
+    Connections are made host by host: the host that last answered is
+    tried first, and a host that timed out is left to a background probe
+    while another host can be tried, so a silent host does not cost its
+    connect_timeout on every attempt.  Writers' connections are asked
+    their server's identity, and a demoted primary (an older timeline of a
+    system this process has written to on a later one) is refused.
+    """
+
+    hosts = Attribute("The host:port entries of the list, in list order.")
+    timeouts = Attribute("Connection attempts that timed out, by host.")
+    stale_refused = Attribute("Connections refused as a demoted primary.")
+
+    def connect(config):
+        """A new psycopg2 connection to the first host that takes it;
+        raises the psycopg2 error of every host when none does."""
+
+    def is_stale(identity):
+        """True when ``identity`` is an older timeline of a system a later
+        timeline of which this process connected to."""
+
+    def note_lost(raw, reason):
+        """A connection was found dead for ``reason``: when it timed out,
+        its host is suspect from now on."""
+
+    def suspects():
+        """The hosts currently left to the background probe."""
+
+    def stop_probing():
+        """Stop the background probe (it starts again when a host times
+        out again); returns once it has stopped."""
 
 
 class IPreparedTransactions(Interface):
@@ -301,8 +398,12 @@ class IDatabaseConnection(Interface):
         """Start a database transaction; return the psycopg2 connection.
 
         A dead connection is replaced first, as in ensure_connected(), and
-        deferred prepared transactions are finished.  Nothing else is sent:
-        the BEGIN travels with the first statement (see send()).
+        deferred prepared transactions are finished.  For writers
+        (IDatabaseConfig.writes), a server that reported itself read-only
+        (fenced or demoted since the connection was made; PostgreSQL 14
+        and later report it with any answer, no round trip) is left the
+        same way.  Nothing else is sent: the BEGIN travels with the first
+        statement (see send()).
         """
 
     def run(operation, *args):
@@ -376,6 +477,13 @@ class IDatabaseConnection(Interface):
 
     def is_disconnect(error):
         """True when ``error`` means the connection is gone."""
+
+    def statement_error(error):
+        """The error to raise for ``error``, which a statement of the
+        current transaction raised: DisconnectionError when the link died,
+        ReadOnlyServerError (the connection dropped) when the server no
+        longer takes writes, otherwise ``error`` itself, with its SQLSTATE
+        as ``pgcode``."""
 
     def discard(reason):
         """Forget a connection that is dead or in an unknown state; the

@@ -22,10 +22,12 @@ from zope.interface import implementer
 from canonical.database.classify import connect_failure_kind
 from canonical.database.classify import is_permanent_connect_error
 from canonical.database.classify import server_message
+from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IReconnectCoordinator
+from canonical.database.hosts import servers_for
 from canonical.database.perdatabase import PerDatabase
 
 __all__ = ['ReconnectCoordinator', 'coordinator_for', 'Backoff']
@@ -52,6 +54,19 @@ class Backoff:
         self._next = min(self.cap, self._next * 2)
         return delay / 2 + self._rng.random() * delay / 2
 
+
+# What to do when the wait ends, by what the last attempt met.
+_ADVICE = {
+    None: 'Check that the server is running.',
+    'read_only': (
+        'Every server that answered refuses writes: a standby, or a '
+        'primary fenced (default_transaction_read_only) or demoted.  '
+        'Promote a standby or lift the fence.'),
+    'stale': (
+        'The server that answered is a demoted primary (an older timeline '
+        'than one this process wrote to); writing there would split the '
+        'history.  Fence it and point the job at the new primary.'),
+}
 
 # How long a successful connection vouches for the database: within it,
 # threads connect at the same time without waiting for each other.
@@ -89,10 +104,12 @@ class ReconnectCoordinator:
         self.outage_attempts = 0
         self.outages = 0
         self.last_downtime = 0.0
+        self.last_failure: Optional[str] = None
+        self._last_error: Optional[BaseException] = None
 
     @staticmethod
     def _psycopg2_connect(config: IDatabaseConfig) -> Any:
-        return psycopg2.connect(**config.connect_kwargs())
+        return servers_for(config).connect(config)
 
     @property
     def in_outage(self) -> bool:
@@ -117,11 +134,13 @@ class ReconnectCoordinator:
         except psycopg2.Error as e:
             kind = connect_failure_kind(e)
             self.refusals[kind] = self.refusals.get(kind, 0) + 1
+            self.last_failure, self._last_error = kind, e
             if is_permanent_connect_error(e, self._ever_connected):
-                raise ConnectionFailedError(
+                raise with_sqlstate(ConnectionFailedError(
                     'Cannot connect to %s: %s.  Check the database name, user '
                     'and password; retrying would not help.'
-                    % (self.config.describe(), server_message(e))) from None
+                    % (self.config.describe(), server_message(e))),
+                    e) from None
             raise
         self._ever_connected = True
         return conn
@@ -268,12 +287,13 @@ class ReconnectCoordinator:
     def _sleep_until(when: float) -> None:
         time.sleep(max(0.0, when - time.monotonic()))
 
-    @staticmethod
-    def _raise_unavailable(config: IDatabaseConfig) -> None:
-        raise DatabaseUnavailableError(
-            'Database %s still unreachable after %.1f s; giving up as '
-            'reconnect_timeout says.  Check that the server is running.'
-            % (config.describe(), config.reconnect_timeout or 0))
+    def _raise_unavailable(self, config: IDatabaseConfig) -> None:
+        advice = _ADVICE.get(self.last_failure, _ADVICE[None])
+        raise with_sqlstate(DatabaseUnavailableError(
+            'Database %s still unavailable after %.1f s; giving up as '
+            'reconnect_timeout says.  %s'
+            % (config.describe(), config.reconnect_timeout or 0, advice)),
+            self._last_error)
 
 
 # The process's coordinator for a configuration's database.

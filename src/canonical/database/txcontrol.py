@@ -63,10 +63,13 @@ from psycopg2 import sql
 from sqlobject import dberrors
 
 from canonical.database.classify import is_disconnect
+from canonical.database.classify import is_read_only_error
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
+from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.interfaces import ReadOnlyServerError
 from canonical.database.interfaces import TransactionAbortedError
 
 __all__ = ['TransactionControl', 'DeclaredCursor', 'begin_statement',
@@ -160,8 +163,8 @@ class TransactionControl:
     declared by IDatabaseConnection.
 
     It expects of the class it is mixed into: ``_raw`` (the psycopg2
-    connection or None), ``prepared``, ``death_reason()``,
-    ``ensure_connected()``, ``_reconnect(reason)``, ``discard(reason)``,
+    connection or None), ``prepared``, ``death_reason()``, ``_unusable(raw)``,
+    ``ensure_connected()``, ``discard(reason)``,
     and ``_inherited()`` / ``_forget_if_inherited()`` for a connection
     opened before fork() (see forksafety).
     """
@@ -185,9 +188,21 @@ class TransactionControl:
 
     def begin(self) -> RawConnection:
         self._begin = None
-        raw = self.ensure_connected()
+        raw = self._usable_connection()
         self._make_ready(raw)
         self._begin = self._begin_sql
+        return raw
+
+    def _usable_connection(self) -> RawConnection:
+        """A live connection to a server fit for the transaction, waiting
+        through an outage, and leaving servers that are not (see
+        ReconnectingConnection._unusable)."""
+        raw = self.ensure_connected()
+        reason = self._unusable(raw)
+        while reason is not None:
+            self.discard(reason)
+            raw = self.ensure_connected()
+            reason = self._unusable(raw)
         return raw
 
     def _make_ready(self, raw: RawConnection) -> None:
@@ -204,33 +219,64 @@ class TransactionControl:
         raw = self._raw
         if raw is None:
             raise DisconnectionError(_NOT_CONNECTED)
+        begin = self._begin
+        try:
+            return operation(raw, *args)
+        except _DRIVER_ERRORS as e:
+            if self._lost(e):
+                if self._inherited():
+                    # Opened before fork(): the parent's, silenced here.
+                    raise DisconnectionError(_GONE) from None
+                if self._begin is None:
+                    raise self.lost_in_transaction(e) from e
+                raw = self._replay(begin, server_message(e))
+            elif begin is not None and self._refused_write(e):
+                # The first statement met a server that no longer takes
+                # writes: only its BEGIN ran with it, so nothing of the
+                # transaction did.  Send it again on a writable server.
+                raw = self._replay(begin, 'the server refused a write: %s'
+                                   % server_message(e))
+            else:
+                raise self.statement_error(e)
         try:
             return operation(raw, *args)
         except _DRIVER_ERRORS as e:
             if not self._lost(e):
-                raise
-            if self._inherited():
-                # Opened before fork(): the parent's, silenced here.
-                raise DisconnectionError(_GONE) from None
-            if self._begin is None:
-                raise self.lost_in_transaction(e) from e
-            raw = self._replay(e)
-        try:
-            return operation(raw, *args)
-        except _DRIVER_ERRORS as e:
-            if not self._lost(e):
-                raise
+                raise self.statement_error(e)
             raise self.lost_in_transaction(e) from e
+
+    def statement_error(self, error: BaseException) -> BaseException:
+        """What to raise for a statement's ``error`` that did not cost the
+        link: the error itself with its SQLSTATE, or, when a writer meets a
+        server that became read-only, ReadOnlyServerError."""
+        if not self._refused_write(error):
+            return with_sqlstate(error, error)
+        # A fence or a demotion: this session cannot write again.  A
+        # server's report can be stale behind a pooler (PgBouncer tells a
+        # client only of changes seen while it was linked), so the error
+        # itself decides.
+        self.discard('the server refused a write: %s' % server_message(error))
+        failure = ReadOnlyServerError(
+            '%s\n(%s does not accept writes any more: a standby, or a primary '
+            'fenced or demoted.  Nothing of the transaction was committed; '
+            'call abort(), then begin() waits for a writable server and the '
+            'transaction can run again.)'
+            % (server_message(error), self.config.describe()))
+        failure.__cause__ = error
+        return with_sqlstate(failure, error)
+
+    def _refused_write(self, error: BaseException) -> bool:
+        return self.config.writes and is_read_only_error(error)
 
     def _lost(self, error: BaseException) -> bool:
         return not isinstance(error, DisconnectionError) and \
             is_disconnect(error, self._raw)
 
-    def _replay(self, error: BaseException) -> RawConnection:
-        # The BEGIN never went through: nothing of the transaction ran.
-        begin = self._begin
+    def _replay(self, begin: str, reason: str) -> RawConnection:
+        # Nothing of the transaction ran (see run()).
         self._begin = None
-        raw = self._reconnect(server_message(error))
+        self.discard(reason)
+        raw = self._usable_connection()
         self._make_ready(raw)
         self._begin = begin
         self.replays += 1
@@ -366,7 +412,8 @@ class TransactionControl:
             self.discard(server_message(e))
 
     def lost_in_transaction(self, error: BaseException) -> DisconnectionError:
-        return DisconnectionError(
+        return with_sqlstate(DisconnectionError(
             '%s\n(The connection to %s was lost during a transaction; nothing '
             'of it was committed.  Call abort(), then begin() and run it '
-            'again.)' % (server_message(error), self.config.describe()))
+            'again.)' % (server_message(error), self.config.describe())),
+            error)

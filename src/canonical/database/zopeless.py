@@ -28,6 +28,7 @@ from zope.interface import implementer
 from canonical.database.connection import ReconnectingConnection
 from canonical.database.datamanager import ZopelessDataManager
 from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.hosts import servers_for
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.database.interfaces import NoTransactionError
@@ -233,6 +234,7 @@ class ZopelessTransactionManager:
             log.critical('Prepared transaction %s is still waiting for %s; '
                          'run it by hand.', gid, 'COMMIT PREPARED'
                          if commit else 'ROLLBACK PREPARED')
+        servers_for(self.config).stop_probing()
         self._local = threading.local()
         manager = transaction.manager
         manager.unregisterSynch(self._synch)

@@ -16,12 +16,15 @@ import tempfile
 import unittest
 from typing import List, Optional
 
+from zope.testing.cleanup import cleanUp
+
 from canonical.database.cluster.interfaces import ClusterError
 from canonical.database.cluster.interfaces import INetworkHost
 from canonical.database.cluster.interfaces import IReplicationNode
 from canonical.database.cluster.netns import NetworkHost
 from canonical.database.cluster.pgbouncer import PgBouncer
 from canonical.database.cluster.replication import ReplicationNode
+from canonical.database.ftests.writer import HA_TABLE_SQL
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 
 __all__ = ['ReplicationLayer', 'Servers', 'ServersTestCase']
@@ -42,6 +45,7 @@ class ReplicationLayer:
         setup.server = seed
         setup.setUp()
         setup.closeConnections()
+        seed.psql(HA_TABLE_SQL, dbname=setup.dbname)
         seed.stop('fast')
         cls.seed = seed
 
@@ -58,7 +62,8 @@ class ReplicationLayer:
 
     @classmethod
     def testTearDown(cls) -> None:
-        pass
+        # As the database layers do: a manager a test installed is gone.
+        cleanUp()
 
 
 class Servers:
