@@ -8,6 +8,32 @@ from canonical.database.interfaces import DisconnectionError
 
 LOST = 'server closed the connection unexpectedly'
 
+# The identity of the server a DummyDb is connected to.
+SERVER = object()
+
+
+class DummyOutcomes:
+    """The ICommitOutcomes side: slots held while a commit settles."""
+
+    def __init__(self):
+        self.held = []
+
+    def hold(self, slot):
+        self.held.append(slot)
+
+    def release(self, slot):
+        self.held.remove(slot)
+
+
+class DummyPrepared:
+    """The IPreparedTransactions side: decisions remembered."""
+
+    def __init__(self):
+        self.decided = {}
+
+    def decide(self, gid, commit):
+        self.decided[gid] = commit
+
 
 class DummyConfig:
     def __init__(self, resolve_commit_outcome=False):
@@ -36,6 +62,10 @@ class DummyDb:
         self.prepared_gids = []
         self.executed = []
         self.discarded = []
+        self.server = SERVER
+        self.outcome_slot = self.outcome_token = None
+        self.outcomes = DummyOutcomes()
+        self.prepared = DummyPrepared()
 
     def _call(self, name):
         self.calls.append(name)

@@ -22,6 +22,7 @@ from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import DisconnectionError
 
 from dmstubs import LOST
+from dmstubs import SERVER
 from dmstubs import DummyDb
 from dmstubs import DummySQLConnection
 from dmstubs import DummyTransaction
@@ -48,7 +49,7 @@ class ZopelessDataManagerTests(unittest.TestCase):
     def _settling(self, name):
         """Record what is handed to twophase to settle by gid."""
         from canonical.database import datamanager
-        recorder = mock.Mock()
+        recorder = mock.Mock(return_value='committed')
         patcher = mock.patch.object(datamanager, name, recorder)
         patcher.start()
         self.addCleanup(patcher.stop)
@@ -127,7 +128,7 @@ class ZopelessDataManagerTests(unittest.TestCase):
         dm = self._uncertain()
         gid = dm.db.prepared_gids[0]
         dm.abort(dm.txn)
-        rollback_prepared.assert_called_once_with(dm.db, gid, 4242)
+        rollback_prepared.assert_called_once_with(dm.db, gid, SERVER, None)
 
     # -- tpc_begin and commit -------------------------------------------
 
@@ -250,7 +251,7 @@ class ZopelessDataManagerTests(unittest.TestCase):
         db, gid = dm.db, dm.gid
         dm.tpc_finish(dm.txn)  # never raises
         self.assertEqual(db.discarded, [LOST])
-        commit_prepared.assert_called_once_with(db, gid, 4242)
+        commit_prepared.assert_called_once_with(db, gid, SERVER, None)
         self.assertIsNone(dm.gid)
 
     # -- tpc_abort ------------------------------------------------------
@@ -273,14 +274,14 @@ class ZopelessDataManagerTests(unittest.TestCase):
         db, gid = dm.db, dm.gid
         dm.tpc_abort(dm.txn)
         self.assertEqual(db.discarded, [LOST])
-        rollback_prepared.assert_called_once_with(db, gid, 4242)
+        rollback_prepared.assert_called_once_with(db, gid, SERVER, None)
 
     def test_tpc_abort_after_uncertain_prepare_settles_the_gid(self):
         rollback_prepared = self._settling('rollback_prepared')
         dm = self._uncertain()
         gid = dm.gid
         dm.tpc_abort(dm.txn)
-        rollback_prepared.assert_called_once_with(dm.db, gid, 4242)
+        rollback_prepared.assert_called_once_with(dm.db, gid, SERVER, None)
         self.assertEqual(dm.db.calls, ['prepare'])
 
     def test_tpc_abort_after_an_interrupted_finish_rolls_nothing_back(self):

@@ -506,18 +506,24 @@ class TestCommitInFlightResolved(TestCommitInFlight):
     def test_outcome_unknown_when_commit_never_arrived(self):
         self.ztm.begin()
         Person.get(1).karma = 501
-        # Decided at PREPARE: the lost COMMIT PREPARED is sent again.
+        # The outcome marker says it did not commit: safe to run again.
         self.proxy.trap('COMMIT', forward=False)
-        self.ztm.commit()
-        self.assertEqual(self.karma(), 501)
+        with self.assertRaises(DisconnectionError) as caught:
+            self.ztm.commit()
+        self.assertIsInstance(caught.exception, TransientError)
+        self.assertIn('not on the server now', str(caught.exception))
+        self.ztm.abort()
+        self.assertEqual(self.karma(), 130)
 
-    def test_a_lost_prepare_is_a_definite_failure(self):
+    def test_alone_it_commits_in_one_phase(self):
+        # The marker, not a PREPARE, makes the outcome exact: no extra
+        # round trip, and no prepared transaction to leave behind.
         self.ztm.begin()
         Person.get(1).karma = 505
         self.proxy.trap('PREPARE TRANSACTION', forward=False)
-        self.assertRaises(DisconnectionError, self.ztm.commit)
-        self.ztm.abort()
-        self.assertEqual(self.karma(), 130)
+        self.ztm.commit()
+        self.assertEqual(self.proxy.sprung, 0)
+        self.assertEqual(self.karma(), 505)
 
     def test_commit_prepared_deferred_past_the_timeout(self):
         from canonical.database.ftests.filedm import FileDataManager

@@ -26,12 +26,14 @@ from canonical.database.connection import ReconnectingConnection
 from canonical.database.hosts import DatabaseServers
 from canonical.database.hosts import servers_for
 from canonical.database.hosts import split_hosts
+from canonical.database.outcomes import outcomes_for
 from canonical.database.perdatabase import forget_all
 from canonical.database.prepared import PreparedTransactions
 from canonical.database.prepared import prepared_for
 from canonical.database.interfaces import ConfigurationError
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
+from canonical.database.interfaces import ICommitOutcomes
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IDatabaseServers
 from canonical.database.interfaces import IServerIdentity
@@ -134,6 +136,38 @@ class TestContracts(DatabaseTestCase):
         self.assertEqual(raw.server.backend_pid, raw.info.backend_pid)
         self.assertTrue(verifyObject(IDatabaseServers,
                                      servers_for(ztm.config)))
+        self.assertTrue(verifyObject(ICommitOutcomes,
+                                     outcomes_for(ztm.config)))
+        ztm.abort()
+
+    def test_each_transaction_marks_its_slot(self):
+        ztm = initZopeless(implicitBegin=False, resolve_commit_outcome=True)
+        ztm.begin()
+        db = ztm.connection()
+        slot, token = db.outcome_slot, db.outcome_token
+        self.assertTrue(slot.startswith('zopeless:'))
+        self.assertTrue(token.startswith('zopeless:'))
+        db.execute("SELECT 1")
+        ztm.commit()
+        other = psycopg2.connect(**ztm.config.connect_kwargs())
+        cursor = other.cursor()
+        cursor.execute('SELECT gid FROM zopeless_commit_outcome '
+                       'WHERE slot = %s', (slot,))
+        self.assertEqual(cursor.fetchone(), (token,))
+        other.close()
+        ztm.begin()
+        # The marker went with BEGIN, before the first statement.
+        token = ztm.connection().outcome_token
+        self.assertEqual(ztm.connection().execute(
+            'SELECT gid FROM zopeless_commit_outcome WHERE slot = %s',
+            (slot,)).fetchone(), (token,))
+        ztm.abort()
+        ztm.uninstall()
+        # Without resolve_commit_outcome: no slot, no token.
+        ztm = initZopeless(implicitBegin=False)
+        ztm.begin()
+        self.assertIsNone(ztm.connection().outcome_slot)
+        self.assertIsNone(ztm.connection().outcome_token)
         ztm.abort()
 
     def test_healthy_begin_opens_no_new_connection(self):

@@ -23,14 +23,20 @@ from zope.interface import implementer
 
 from canonical.database import forksafety
 from canonical.database.classify import is_disconnect
+from canonical.database.classify import server_message
+from canonical.database.classify import translate_error
 from canonical.database.hosts import servers_for
+from canonical.database.interfaces import ICommitOutcomes
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IDatabaseServers
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.interfaces import IReconnectCoordinator
+from canonical.database.interfaces import IServerIdentity
+from canonical.database.outcomes import outcomes_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
+from canonical.database.twophase import new_gid
 from canonical.database.txcontrol import TransactionControl
 from canonical.database.txcontrol import rollback_quietly
 
@@ -96,6 +102,9 @@ class ReconnectingConnection(TransactionControl):
         self._coordinator: IReconnectCoordinator = coordinator_for(config)
         self._servers: IDatabaseServers = servers_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
+        self.outcomes: ICommitOutcomes = outcomes_for(config)
+        self.outcome_slot: Optional[str] = None
+        self.outcome_token: Optional[str] = None
         self._poller: Any = None
         self._was_lost = False  # a connection was discarded since the last one
         self.reconnects = 0
@@ -158,14 +167,36 @@ class ReconnectingConnection(TransactionControl):
             self._coordinator = coordinator_for(self.config)
             self._servers = servers_for(self.config)
             self.prepared = prepared_for(self.config)
+            self.outcomes = outcomes_for(self.config)
+            self.outcome_slot = self.outcome_token = None
             self._owner = forksafety.generation()
 
     def _connect(self, lost: bool) -> RawConnection:
         timeout = self.config.reconnect_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         started = time.monotonic()
-        raw = self._coordinator.connect(self.config, deadline,
-                                        reason='lost' if lost else None)
+        while True:
+            raw = self._coordinator.connect(self.config, deadline,
+                                            reason='lost' if lost else None)
+            try:
+                self._set_up(raw)
+                break
+            except psycopg2.Error as e:
+                gone = is_disconnect(e, raw)
+                self.discard(server_message(e))
+                if not gone:
+                    raise translate_error(e) from e
+                lost = True  # gone as soon as made: wait as usual
+            except BaseException:
+                self.discard('it could not be set up')
+                raise
+        if lost:
+            self.reconnects += 1
+            log.info('Reconnected to %s in %.3f s.', self.config.describe(),
+                     time.monotonic() - started)
+        return raw
+
+    def _set_up(self, raw: RawConnection) -> None:
         # The library sends BEGIN, COMMIT ... itself (see txcontrol.py).
         raw.autocommit = True
         self._owner = forksafety.adopt(raw)
@@ -173,12 +204,22 @@ class ReconnectingConnection(TransactionControl):
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
         self.prepared.recover_orphans(raw)
+        server = getattr(raw, 'server', None)
+        if server is not None:
+            # This process's prepared transactions left on this server (a
+            # standby promoted since, say): finished at the next begin().
+            self.prepared.adopt(server.prepared)
+        if self.config.resolve_commit_outcome and self.config.writes and \
+                not self.autocommit:
+            self.outcome_slot = self.outcomes.open_slot(raw)
         self._was_lost = False
-        if lost:
-            self.reconnects += 1
-            log.info('Reconnected to %s in %.3f s.', self.config.describe(),
-                     time.monotonic() - started)
-        return raw
+
+    def _new_token(self) -> Optional[str]:
+        return new_gid() if self.outcome_slot is not None else None
+
+    @property
+    def server(self) -> Optional[IServerIdentity]:
+        return getattr(self._raw, 'server', None)
 
     def finish_deferred_now(self) -> Dict[str, bool]:
         """Finish deferred prepared transactions on the live connection, if
@@ -193,6 +234,10 @@ class ReconnectingConnection(TransactionControl):
 
     # -- ending ------------------------------------------------------------
 
+    def _forget_slot(self) -> None:
+        self.outcomes.retire(self.outcome_slot)
+        self.outcome_slot = None
+
     def discard(self, reason: str) -> None:
         self._forget_if_inherited()
         raw, self._raw = self._raw, None
@@ -200,6 +245,7 @@ class ReconnectingConnection(TransactionControl):
         self._poller = None
         if raw is None:
             return
+        self._forget_slot()
         self._was_lost = True
         self._coordinator.note_loss()
         self._servers.note_lost(raw, reason)
@@ -215,6 +261,7 @@ class ReconnectingConnection(TransactionControl):
         raw, self._raw = self._raw, None
         self._begin = None
         self._poller = None
+        self._forget_slot()
         if raw is None or raw.closed:
             return
         rollback_quietly(raw)

@@ -6,12 +6,19 @@ which send the SQL.  At commit time it looks at who else joined:
 
 * alone, it commits in tpc_vote (one phase: a plain COMMIT, no extra round
   trip), so tpc_finish has nothing left that could fail;
-* with other data managers, or with resolve_commit_outcome set, it votes
-  with PREPARE TRANSACTION and finishes with COMMIT PREPARED, retried over
-  reconnections until it is done.  A lost answer is then settled exactly by
+* with resolve_commit_outcome set, alone, it also commits in one phase: the
+  transaction wrote a marker with its BEGIN (see outcomes.py), so a lost
+  answer to COMMIT is settled exactly by reading it after reconnecting,
+  on whatever server the library talks to then;
+* with other data managers (or resolving without the marker's table) it
+  votes with PREPARE TRANSACTION and finishes with COMMIT PREPARED, retried
+  over reconnections until it is done.  A lost answer is then settled by
   looking the gid up in pg_prepared_xacts, which no crash can confuse: a
   gid is never reused, where a transaction id not yet on disk can be after
-  a crash.  The gid is made when the transaction is prepared, not before.
+  a crash.  The server's timeline (see identity.py) tells whether a
+  failover came in between, and the marker, when there is one, what it
+  left.  The gid is the marker's token, or made when the transaction is
+  prepared.
 
 A transaction that sent no statement sends nothing at commit either.
 
@@ -35,14 +42,22 @@ from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
 from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import CommitOutcomeUnknownError
+from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IServerIdentity
+from canonical.database.interfaces import TransactionLostError
 from canonical.database.interfaces import IZopelessDataManager
 from canonical.database.sqlbase import LAZY_UPDATE_CLASSES
 from canonical.database.sqlbase import ZopelessSQLObjectConnection
 from canonical.database.sqlbase import set_active_connection
+from canonical.database.twophase import COMMITTED
+from canonical.database.twophase import DEFERRED
+from canonical.database.twophase import NOT_COMMITTED
+from canonical.database.twophase import UNKNOWN
 from canonical.database.twophase import commit_prepared
 from canonical.database.twophase import new_gid
 from canonical.database.twophase import rollback_prepared
+from canonical.database.twophase import settle
 
 __all__ = ['ZopelessDataManager']
 
@@ -72,7 +87,10 @@ class ZopelessDataManager:
         self._prepared = False
         self._prepare_uncertain = False
         self._finishing = False
-        self._backend: Optional[int] = None
+        # Of the connection that voted: who its server was, and the slot
+        # of its commit outcome marker (resolve_commit_outcome).
+        self._server: Optional[IServerIdentity] = None
+        self._slot: Optional[str] = None
         self._savepoints = 0
         # Sort after ordinary data managers, so the database votes last and
         # a one-phase commit decides the transaction's outcome.
@@ -94,6 +112,9 @@ class ZopelessDataManager:
         set_active_connection(self.sqlconn)
 
     def _end(self) -> None:
+        if self._slot is not None:
+            self.db.outcomes.release(self._slot)
+            self._slot = None
         set_active_connection(None)
         self.txn = None
         self.gid = None
@@ -131,25 +152,31 @@ class ZopelessDataManager:
     def tpc_vote(self, txn: ITransaction) -> None:
         if not self._transactional:
             return  # autocommit: everything is already committed
-        if _is_alone(txn) and not self.db.config.resolve_commit_outcome:
+        token = self.db.outcome_token
+        self._slot = self.db.outcome_slot if token is not None else None
+        self.db.outcomes.hold(self._slot)
+        self._server = self.db.server
+        if _is_alone(txn) and (self._slot is not None or
+                               not self.db.config.resolve_commit_outcome):
             self._commit_one_phase()
             return
-        # With others, or when every outcome must be known: PREPARE, so a
-        # lost answer is settled by looking the gid up, which (unlike a
-        # transaction id after a crash) is never reused.  The backend pid is
-        # known to libpq (no round trip): if an answer is lost, that backend
-        # may still be working on the statement.
-        self.gid = new_gid()
-        self._backend = self.db.backend_pid
+        # With others (or resolving without a marker): PREPARE, so a lost
+        # answer is settled by looking the gid up, which (unlike a
+        # transaction id after a crash) is never reused.
+        self.gid = token or new_gid()
         try:
             self._prepared = self.db.prepare(self.gid)
         except psycopg2.Error as e:
             if self.db.is_disconnect(e):
                 # The PREPARE may have reached the server: tpc_abort looks.
                 self._prepare_uncertain = True
+                self.db.prepared.decide(self.gid, False)
                 self.db.discard(server_message(e))
                 raise self.db.lost_in_transaction(e) from e
             raise translate_error(e) from e
+        if self._prepared:
+            # The database votes last: prepared means decided.
+            self.db.prepared.decide(self.gid, True)
 
     def tpc_finish(self, txn: ITransaction) -> None:
         try:
@@ -159,23 +186,44 @@ class ZopelessDataManager:
                     self.db.finish_prepared(self.gid, True)
                 except psycopg2.Error as e:
                     self.db.discard(server_message(e))
-                    # Never fail here: retry on a new connection until done.
-                    commit_prepared(self.db, self.gid, self._backend)
+                    # Retried on a new connection until done, or deferred.
+                    outcome = commit_prepared(self.db, self.gid,
+                                              self._server, self._slot)
+                    self._after_commit_prepared(outcome, e)
         finally:
             self._end()
+
+    def _after_commit_prepared(self, outcome: str, error: BaseException
+                               ) -> None:
+        if outcome in (COMMITTED, DEFERRED):
+            return
+        if outcome == NOT_COMMITTED:
+            raise with_sqlstate(TransactionLostError(
+                'Transaction %s was prepared, then lost in a failover: %s '
+                'never received it, while the other data managers committed '
+                'their part.  Reconcile them by hand.'
+                % (self.gid, self.db.config.describe())), error)
+        raise with_sqlstate(CommitOutcomeUnknownError(
+            'The answer to COMMIT PREPARED %s was lost and a failover came '
+            'in between: whether %s has the transaction cannot be told '
+            '(resolve_commit_outcome would tell).'
+            % (self.gid, self.db.config.describe())), error)
 
     def tpc_abort(self, txn: ITransaction) -> None:
         try:
             if self._finishing:
                 return  # may have committed: recovery, not rollback
             if self._prepare_uncertain:
-                rollback_prepared(self.db, self.gid, self._backend)
+                rollback_prepared(self.db, self.gid, self._server,
+                                  self._slot)
             elif self._prepared:
+                self.db.prepared.decide(self.gid, False)
                 try:
                     self.db.finish_prepared(self.gid, False)
                 except psycopg2.Error as e:
                     self.db.discard(server_message(e))
-                    rollback_prepared(self.db, self.gid, self._backend)
+                    rollback_prepared(self.db, self.gid, self._server,
+                                      self._slot)
             else:
                 self.db.rollback()
         finally:
@@ -208,11 +256,40 @@ class ZopelessDataManager:
             if not self.db.is_disconnect(e):
                 raise translate_error(e) from e
             self.db.discard(server_message(e))
+            if self._slot is not None:
+                self._settle_commit(e)
+                return
             raise with_sqlstate(CommitOutcomeUnknownError(
                 '%s\n(The connection to %s died while COMMIT was in flight: '
                 'the transaction may or may not have committed.  Check '
                 'before running it again, or set resolve_commit_outcome.)'
                 % (server_message(e), self.db.config.describe())), e) from e
+
+    def _settle_commit(self, error: BaseException) -> None:
+        """The answer to COMMIT was lost: find out from the marker, on the
+        server the library talks to now, whether it committed."""
+        token = self.db.outcome_token
+        try:
+            outcome = settle(self.db, token, True, self._server, self._slot)
+        except Exception as e:  # noqa: BLE001 - reported as unknown
+            outcome, why = UNKNOWN, server_message(e)
+        else:
+            why = 'the old session held on'
+        if outcome == COMMITTED:
+            return
+        if outcome == NOT_COMMITTED:
+            raise with_sqlstate(DisconnectionError(
+                '%s\n(The connection to %s died while COMMIT was in flight, '
+                'and the transaction is not on the server now: nothing of it '
+                'was committed.  Call abort(), then begin() and run it '
+                'again.)' % (server_message(error),
+                             self.db.config.describe())), error) from error
+        message = ('%s\n(The connection to %s died while COMMIT was in '
+                   'flight and the outcome could not be looked up (%s): the '
+                   'transaction may or may not have committed.)'
+                   % (server_message(error), self.db.config.describe(), why))
+        raise with_sqlstate(CommitOutcomeUnknownError(message),
+                            error) from error
 
 
 class ZopelessSavepoint:

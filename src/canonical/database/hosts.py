@@ -145,6 +145,12 @@ class DatabaseServers:
         raw.host_label = host.label
         identity = self._identify(raw) if config.writes else None
         if identity is not None:
+            if identity.read_only:
+                # What libpq could not tell: a pooler passed on a stale
+                # report, the server behind it is read-only now.
+                raw.close()
+                raise psycopg2.OperationalError(
+                    'server at %s: session is read-only' % host.label)
             if self._refuse_stale(identity):
                 raw.close()
                 raise psycopg2.OperationalError(

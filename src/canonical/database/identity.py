@@ -12,7 +12,11 @@ the library:
   server can tell the two apart;
 * know whether a backend pid it remembers belongs to the server it now
   talks to (same system, timeline and start time, and no pooler in
-  between) before ever looking it up.
+  between) before ever looking it up;
+* refuse a server that would open read-only transactions, which a pooler
+  passing on a stale report hides from libpq's target_session_attrs;
+* find the prepared transactions of this very process that a server holds
+  (a standby promoted after a PREPARE reached it), to finish them.
 
 The timeline comes from the name of the current WAL file, which a
 promotion changes at once; ``pg_control_checkpoint()`` only changes at the
@@ -21,12 +25,13 @@ next checkpoint, minutes later.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 import psycopg2.extensions
 from zope.interface import implementer
 
 from canonical.database.interfaces import IServerIdentity
+from canonical.database.twophase import this_process_prefix
 
 __all__ = ['ServerIdentity', 'ServerConnection', 'identify',
            'IDENTITY_SQL']
@@ -36,7 +41,10 @@ IDENTITY_SQL = (
     'CASE WHEN pg_is_in_recovery() THEN NULL ELSE '
     "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
     '::bit(32)::int END, '
-    'pg_postmaster_start_time()::text, pg_backend_pid() '
+    'pg_postmaster_start_time()::text, pg_backend_pid(), '
+    "current_setting('transaction_read_only') = 'on', "
+    'ARRAY(SELECT gid FROM pg_prepared_xacts WHERE gid LIKE %s '
+    'AND database = current_database()) '
     'FROM pg_control_system() s')
 
 
@@ -50,6 +58,8 @@ class ServerIdentity(NamedTuple):
     backend_pid: int
     pooled: bool
     address: str
+    read_only: bool = False
+    prepared: Tuple[str, ...] = ()
 
     def same_server(self, other: Optional['ServerIdentity']) -> bool:
         return other is not None and (self.system, self.timeline,
@@ -80,15 +90,17 @@ def identify(raw: Any) -> ServerIdentity:
     raw.autocommit = True
     try:
         cursor = raw.cursor()
-        cursor.execute(IDENTITY_SQL)
-        system, timeline, started, pid = cursor.fetchone()
+        cursor.execute(IDENTITY_SQL, (this_process_prefix() + '%',))
+        (system, timeline, started, pid, read_only,
+         prepared) = cursor.fetchone()
         cursor.close()
     finally:
         raw.autocommit = autocommit
     # A pooler answers the startup with a pid of its own invention.
     identity = ServerIdentity(
         system, timeline, started, pid, pid != raw.info.backend_pid,
-        '%s:%s' % (raw.info.host, raw.info.port))
+        '%s:%s' % (raw.info.host, raw.info.port), read_only,
+        tuple(prepared))
     try:
         raw.server = identity
     except AttributeError:

@@ -28,6 +28,7 @@ __all__ = [
     'IServerIdentity',
     'IDatabaseServers',
     'IPreparedTransactions',
+    'ICommitOutcomes',
     'IZopelessTransactionManager',
     'IZopelessDataManager',
     'ZopelessError',
@@ -250,6 +251,11 @@ class IServerIdentity(Interface):
         "True when a pooler stands between (the pid libpq was told is not "
         "the backend's).")
     address = Attribute("host:port the connection was made to.")
+    read_only = Attribute(
+        "True when a new transaction there would be read-only.")
+    prepared = Attribute(
+        "The gids of this process's prepared transactions the server held "
+        "when the connection was made.")
 
     def same_server(other):
         """True when ``other`` names the same server run: system, timeline
@@ -336,6 +342,61 @@ class IPreparedTransactions(Interface):
     def note_settled():
         """Count a transaction settled after its answer was lost."""
 
+    def decide(gid, commit):
+        """Remember what was decided for prepared transaction ``gid``
+        (commit, or with commit false roll back), also after it was
+        finished: a standby promoted later may hold it still prepared."""
+
+    def adopt(gids):
+        """``gids`` of this process were found prepared on a server (on a
+        new connection): those decided are deferred, to be finished at the
+        next begin(); the others are still being prepared by a thread."""
+
+
+class ICommitOutcomes(Interface):
+    """Exact commit outcomes for resolve_commit_outcome: per connection a
+    slot row of the table zopeless_commit_outcome, into which every
+    transaction writes its token with its BEGIN (see
+    canonical.database.outcomes)."""
+
+    available = Attribute(
+        "True once the table was found or made, False when the role may "
+        "not create it (then transactions PREPARE instead), None before "
+        "the first connection.")
+    lookups = Attribute("Outcomes looked up after a lost answer.")
+    terminated = Attribute(
+        "Old sessions terminated because they held a slot too long.")
+
+    def open_slot(raw):
+        """Make the slot of the new connection ``raw`` (idle; left idle)
+        and return its name, or None when the table is not available.  The
+        first time, the table is created if needed (a WARNING says how to
+        create it when the role may not) and the slots of dead processes
+        of this host are removed; slots retired since are removed too."""
+
+    def retire(slot):
+        """The connection of ``slot`` is gone: remove the slot later."""
+
+    def hold(slot):
+        """Keep ``slot``, even if retired, until release(): its transaction
+        is committing, and may have to be looked up."""
+
+    def release(slot):
+        """Undo one hold()."""
+
+    def marker(slot, token):
+        """The SQL that writes ``token`` into ``slot``, sent in the same
+        message as the transaction's BEGIN."""
+
+    def lookup(raw, slot, token, deadline):
+        """Whether the transaction of ``token`` committed, on the server of
+        ``raw``: a pair (prepared, committed).  prepared is True when it
+        is still a prepared transaction (committed is then None).
+        Otherwise committed is True or False, or None when the session
+        that had it open still held it at the monotonic ``deadline``; such
+        a session is terminated after a grace period, found through the
+        server's own view of its backends."""
+
 
 class IDatabaseConnection(Interface):
     """One thread's connection to the database, which comes back by itself.
@@ -370,6 +431,17 @@ class IDatabaseConnection(Interface):
         "round trip, or None.")
     prepared = Attribute(
         "The IPreparedTransactions of this connection's database.")
+    outcomes = Attribute("The ICommitOutcomes of this connection's database.")
+    outcome_slot = Attribute(
+        "The commit outcome slot of the current connection, or None when "
+        "no marker is written (resolve_commit_outcome off, a reader, "
+        "autocommit, or no table).")
+    outcome_token = Attribute(
+        "The token the current transaction writes into the slot (and its "
+        "gid, should it prepare), or None.")
+    server = Attribute(
+        "The IServerIdentity of the current connection's server, or None "
+        "(not connected, or not asked: a reader).")
     reconnects = Attribute("Connections found lost and made again.")
     replays = Attribute(
         "First statements of a transaction sent again on a new connection "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict
+from typing import Any, Dict, Iterable
 
 import psycopg2
 import psycopg2.errors
@@ -30,6 +30,12 @@ __all__ = ['PreparedTransactions', 'prepared_for']
 
 log = logging.getLogger('canonical.database.prepared')
 
+# Decisions are kept after the transaction was finished: a standby that
+# received the PREPARE but not the COMMIT PREPARED may be promoted later,
+# and what it holds must then be finished the same way.  The oldest go
+# first; a failover comes within seconds, not ten thousand transactions.
+_DECISIONS_KEPT = 10000
+
 
 @implementer(IPreparedTransactions)
 class PreparedTransactions:
@@ -38,6 +44,7 @@ class PreparedTransactions:
     def __init__(self, config: IDatabaseConfig) -> None:
         self._lock = threading.Lock()
         self._pending: Dict[str, bool] = {}
+        self._decided: Dict[str, bool] = {}
         self.recovered = False
         self.settled = 0
         self.orphans_recovered = 0
@@ -48,6 +55,25 @@ class PreparedTransactions:
         with self._lock:
             self._pending[gid] = commit
             self.deferred += 1
+
+    def decide(self, gid: str, commit: bool) -> None:
+        with self._lock:
+            self._decided.pop(gid, None)  # the newest decision goes last
+            self._decided[gid] = commit
+            while len(self._decided) > _DECISIONS_KEPT:
+                self._decided.pop(next(iter(self._decided)))
+
+    def adopt(self, gids: Iterable[str]) -> None:
+        for gid in gids:
+            with self._lock:
+                commit = self._decided.get(gid)
+                if commit is None or gid in self._pending:
+                    # Not decided: a thread of ours is still preparing it.
+                    continue
+            log.warning('Prepared transaction %s of this process is still '
+                        'there; it will be %s at the next begin().', gid,
+                        'committed' if commit else 'rolled back')
+            self.defer(gid, commit)
 
     def pending(self) -> Dict[str, bool]:
         if not self._pending:

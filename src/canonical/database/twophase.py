@@ -20,14 +20,20 @@ from typing import Any, Iterable, List, Optional
 
 import psycopg2
 
+from canonical.database.classify import is_disconnect
+from canonical.database.classify import is_read_only_error
 from canonical.database.classify import server_message
+from canonical.database.classify import sqlstate
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IServerIdentity
 from canonical.database.processes import pid_alive
 from canonical.database.txcontrol import finish_prepared
 from canonical.database.txcontrol import rollback_quietly
 
 __all__ = [
-    'GID_PREFIX', 'new_gid', 'commit_prepared', 'rollback_prepared',
+    'GID_PREFIX', 'new_gid', 'this_host_prefix', 'this_process_prefix',
+    'settle', 'commit_prepared', 'rollback_prepared',
+    'COMMITTED', 'ROLLED_BACK', 'NOT_COMMITTED', 'UNKNOWN', 'DEFERRED',
     'recover_orphans', 'orphaned_gids', 'rollback_quietly',
 ]
 
@@ -36,6 +42,16 @@ log = logging.getLogger('canonical.database.twophase')
 GID_PREFIX = 'zopeless'
 _HOST = re.sub(r'[^A-Za-z0-9.-]', '-', socket.gethostname())[:40] or 'host'
 _counter = itertools.count(1)
+
+
+def this_host_prefix() -> str:
+    """The start of every gid made on this host."""
+    return '%s:%s:' % (GID_PREFIX, _HOST)
+
+
+def this_process_prefix() -> str:
+    """The start of every gid made by this process."""
+    return '%s:%s:%d:' % (GID_PREFIX, _HOST, os.getpid())
 
 
 def new_gid() -> str:
@@ -49,19 +65,31 @@ _START = int(time.time() * 1000)
 
 
 _BACKEND_GRACE = 1.0  # seconds an old backend may take to finish
+# How long settling may wait for a session that still holds the
+# transaction, where it cannot be found (behind a pooler), before giving up.
+_SETTLE_SECONDS = 30.0
+# "prepared transaction with identifier ... is busy"
+_BUSY = '55000'
+
+# Outcomes of settling a transaction whose answer was lost.
+COMMITTED = 'committed'
+ROLLED_BACK = 'rolled back'
+NOT_COMMITTED = 'not committed'
+UNKNOWN = 'unknown'
+DEFERRED = 'deferred'
 
 
-def _wait_for_backend_exit(raw: Any, pid: Optional[int]) -> None:
-    """Wait until the backend of the connection that died is gone.
+def _wait_for_backend_exit(raw: Any, pid: int) -> None:
+    """Wait until backend ``pid`` of the server of ``raw`` is gone.
 
     A statement whose answer was lost may still be running there: until
     that backend exits, a PREPARE may not show in pg_prepared_xacts yet and
     a COMMIT PREPARED may still be under way.  After a grace period the
     backend is terminated, which settles its statement one way or the
-    other.
+    other.  Only called with a pid this very server gave (see
+    IServerIdentity.backend_of): never one libpq reported (a pooler
+    invents it) or one of another server.
     """
-    if pid is None:
-        return
     cursor = raw.cursor()
     deadline = time.monotonic() + _BACKEND_GRACE
     terminated = False
@@ -76,75 +104,119 @@ def _wait_for_backend_exit(raw: Any, pid: Optional[int]) -> None:
         time.sleep(0.01)
 
 
-def _finish(db: IDatabaseConnection, gid: str, commit: bool,
-            old_backend: Optional[int] = None) -> bool:
-    """COMMIT/ROLLBACK PREPARED ``gid`` on a fresh connection, reconnecting
-    as long as db.ensure_connected() lets us.  True when done (or nothing
-    was left to do)."""
-    verb = 'commit' if commit else 'rollback'
+def _same_history(old: Optional[IServerIdentity],
+                  current: Optional[IServerIdentity]) -> bool:
+    """True unless a failover may have come between ``old`` and
+    ``current``: a promotion always starts a new timeline."""
+    if old is None or current is None:
+        return True  # not asked (a reader, an old server): as before
+    return (old.system, old.timeline) == (current.system, current.timeline)
+
+
+def _look(db: IDatabaseConnection, raw: Any, gid: str, commit: bool,
+          old: Optional[IServerIdentity], slot: Optional[str],
+          deadline: float) -> str:
+    """One attempt at settling ``gid`` on the live connection ``raw``."""
+    rollback_quietly(raw)
+    current = getattr(raw, 'server', None)
+    pid = old.backend_of(current) if old is not None else None
+    if pid is not None and pid != raw.info.backend_pid:
+        _wait_for_backend_exit(raw, pid)
+    committed = None
+    if slot is not None:
+        prepared, committed = db.outcomes.lookup(raw, slot, gid, deadline)
+        if not prepared and committed is None:
+            return UNKNOWN  # the old session held on past the deadline
+    else:
+        cursor = raw.cursor()
+        cursor.execute('SELECT 1 FROM pg_prepared_xacts WHERE gid = %s',
+                       (gid,))
+        prepared = cursor.fetchone() is not None
+    if prepared:
+        finish_prepared(raw, gid, commit)
+        return COMMITTED if commit else ROLLED_BACK
+    if not commit:
+        return NOT_COMMITTED  # never prepared here: nothing to undo
+    if committed is not None:
+        return COMMITTED if committed else NOT_COMMITTED
+    # Prepared, acknowledged, and gone: committed, unless a failover to a
+    # server that never received the PREPARE came in between.
+    return COMMITTED if _same_history(old, current) else UNKNOWN
+
+
+def settle(db: IDatabaseConnection, gid: str, commit: bool,
+           old: Optional[IServerIdentity] = None,
+           slot: Optional[str] = None) -> str:
+    """Settle transaction ``gid`` whose answer was lost, on a new
+    connection, reconnecting as long as db.ensure_connected() lets us.
+
+    ``commit`` says what was decided should it be found prepared.  ``old``
+    is the identity of the connection that died, ``slot`` its commit
+    outcome slot (resolve_commit_outcome), if any.  Returns COMMITTED,
+    ROLLED_BACK, NOT_COMMITTED (nothing of it is on the current server) or
+    UNKNOWN; raises what ensure_connected() raises and the server's
+    refusals.
+    """
+    deadline = time.monotonic() + _SETTLE_SECONDS
     while True:
         raw = db.ensure_connected()
         try:
-            rollback_quietly(raw)
-            if old_backend != raw.info.backend_pid:
-                _wait_for_backend_exit(raw, old_backend)
-            cursor = raw.cursor()
-            cursor.execute('SELECT 1 FROM pg_prepared_xacts WHERE gid = %s',
-                           (gid,))
-            present = cursor.fetchone() is not None
-            if present:
-                finish_prepared(raw, gid, commit)
-            if present:
-                outcome = 'committed' if commit else 'rolled back'
-            else:
-                outcome = 'committed already' if commit else 'not prepared'
-            log.info('Settled transaction %s after its answer was lost: %s.',
-                     gid, outcome)
-            db.prepared.note_settled()
-            return True
+            outcome = _look(db, raw, gid, commit, old, slot, deadline)
         except psycopg2.Error as e:
-            if raw.closed:
+            if raw.closed or is_disconnect(e, raw) or is_read_only_error(e):
                 db.discard(server_message(e))
                 continue
-            log.error('Could not %s prepared transaction %s: %s', verb, gid,
-                      server_message(e))
-            return False
+            if sqlstate(e) == _BUSY and time.monotonic() < deadline:
+                # COMMIT PREPARED under way in a session we cannot see.
+                rollback_quietly(raw)
+                time.sleep(0.05)
+                continue
+            raise
+        db.prepared.note_settled()
+        log.info('Settled transaction %s after its answer was lost: %s.',
+                 gid, outcome)
+        return outcome
 
 
-def _settle(db: IDatabaseConnection, gid: Optional[str], commit: bool,
-            old_backend: Optional[int]) -> None:
+def _settle_prepared(db: IDatabaseConnection, gid: Optional[str],
+                     commit: bool, old: Optional[IServerIdentity],
+                     slot: Optional[str]) -> str:
     if gid is None:
-        return
+        return COMMITTED if commit else ROLLED_BACK
     try:
-        if _finish(db, gid, commit, old_backend):
-            return
-        reason = 'the server refused'
+        return settle(db, gid, commit, old, slot)
+    except psycopg2.Error as e:
+        reason = server_message(e)
     except Exception as e:  # noqa: BLE001 - deferred, never lost
         reason = e.__class__.__name__
     db.prepared.defer(gid, commit)
     log.critical('Prepared transaction %s could not be %s yet (%s); the '
                  'next begin() of this process will.', gid,
                  'committed' if commit else 'rolled back', reason)
+    return DEFERRED
 
 
 def commit_prepared(db: IDatabaseConnection, gid: Optional[str],
-                    old_backend: Optional[int] = None) -> None:
-    """Finish a decided transaction; never raises (tpc_finish must not).
+                    old: Optional[IServerIdentity] = None,
+                    slot: Optional[str] = None) -> str:
+    """Finish a decided transaction whose COMMIT PREPARED answer was lost;
+    never raises (tpc_finish must not), returns the outcome.
 
-    ``old_backend`` is the backend pid of the connection that died under
-    the first COMMIT PREPARED.  When it cannot be finished now (the
-    database stayed away longer than reconnect_timeout, or the gid is
-    busy), the next begin() of this process finishes it;
-    were the process to die first, start-up recovery would.
+    When it cannot be finished now (the database stayed away longer than
+    reconnect_timeout, or the server refused), the next begin() of this
+    process finishes it (DEFERRED); were the process to die first,
+    start-up recovery would.  NOT_COMMITTED or UNKNOWN mean a failover
+    lost it or may have.
     """
-    _settle(db, gid, True, old_backend)
+    return _settle_prepared(db, gid, True, old, slot)
 
 
 def rollback_prepared(db: IDatabaseConnection, gid: Optional[str],
-                      old_backend: Optional[int] = None) -> None:
+                      old: Optional[IServerIdentity] = None,
+                      slot: Optional[str] = None) -> str:
     """Roll back a transaction that was (maybe) prepared but not decided;
     deferred like commit_prepared when it cannot be done now."""
-    _settle(db, gid, False, old_backend)
+    return _settle_prepared(db, gid, False, old, slot)
 
 
 def orphaned_gids(gids: Iterable[str]) -> List[str]:

@@ -166,12 +166,15 @@ class TransactionControl:
     connection or None), ``prepared``, ``death_reason()``, ``_unusable(raw)``,
     ``ensure_connected()``, ``discard(reason)``,
     and ``_inherited()`` / ``_forget_if_inherited()`` for a connection
-    opened before fork() (see forksafety).
+    opened before fork() (see forksafety); for resolve_commit_outcome,
+    ``outcomes``, ``outcome_slot`` and ``_new_token()`` (see outcomes.py).
     """
 
     _raw: Optional[RawConnection] = None
     _begin: Optional[str] = None  # the BEGIN still to send, if any
     _begin_sql: Optional[str] = None  # the BEGIN of the configuration
+    outcome_slot: Optional[str] = None
+    outcome_token: Optional[str] = None
     replays = 0
 
     def set_config(self, config: IDatabaseConfig) -> None:
@@ -190,8 +193,21 @@ class TransactionControl:
         self._begin = None
         raw = self._usable_connection()
         self._make_ready(raw)
-        self._begin = self._begin_sql
+        self.outcome_token = self._new_token()
+        self._begin = self._opening()
         return raw
+
+    def _opening(self) -> Optional[str]:
+        """The BEGIN to send with the first statement; with the commit
+        outcome marker in the same message when the connection has a slot
+        (resolve_commit_outcome, see outcomes.py): no round trip of its
+        own, and its row lock held from the transaction's start."""
+        begin = self._begin_sql
+        if begin is None or self.outcome_token is None or \
+                self.outcome_slot is None:
+            return begin
+        return begin + '; ' + self.outcomes.marker(self.outcome_slot,
+                                                   self.outcome_token)
 
     def _usable_connection(self) -> RawConnection:
         """A live connection to a server fit for the transaction, waiting
@@ -228,7 +244,7 @@ class TransactionControl:
                     # Opened before fork(): the parent's, silenced here.
                     raise DisconnectionError(_GONE) from None
                 if self._begin is None:
-                    raise self.lost_in_transaction(e) from e
+                    raise self._lost_now(e) from e
                 raw = self._replay(begin, server_message(e))
             elif begin is not None and self._refused_write(e):
                 # The first statement met a server that no longer takes
@@ -243,7 +259,14 @@ class TransactionControl:
         except _DRIVER_ERRORS as e:
             if not self._lost(e):
                 raise self.statement_error(e)
-            raise self.lost_in_transaction(e) from e
+            raise self._lost_now(e) from e
+
+    def _lost_now(self, error: BaseException) -> DisconnectionError:
+        # Dropped at once, with the reason: a host that timed out is then
+        # suspect before the next attempt (see hosts.py), instead of being
+        # tried first again.
+        self.discard(server_message(error))
+        return self.lost_in_transaction(error)
 
     def statement_error(self, error: BaseException) -> BaseException:
         """What to raise for a statement's ``error`` that did not cost the
@@ -273,12 +296,13 @@ class TransactionControl:
             is_disconnect(error, self._raw)
 
     def _replay(self, begin: str, reason: str) -> RawConnection:
-        # Nothing of the transaction ran (see run()).
+        # Nothing of the transaction ran (see run()).  The new connection
+        # has a slot of its own: the marker is made anew.
         self._begin = None
         self.discard(reason)
         raw = self._usable_connection()
         self._make_ready(raw)
-        self._begin = begin
+        self._begin = self._opening()
         self.replays += 1
         log.info('Sending the first statement of the transaction again, on '
                  'the new connection.')

@@ -5,13 +5,19 @@ the sample database.  Each test then makes the servers it needs with a
 ``Servers`` (primaries are copies of the seed, standbys base backups of a
 primary) and calls ``close()`` (best in ``addCleanup``), which stops and
 deletes them all, network namespaces included, whatever the test did.
+
+Every node's area carries the pid of the test process that made it
+(``OWNER_FILE``): a run that was killed cannot clean up, so the next one
+stops and deletes what such a run left, and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
+import signal
 import tempfile
 import unittest
 from typing import List, Optional
@@ -25,9 +31,45 @@ from canonical.database.cluster.netns import NetworkHost
 from canonical.database.cluster.pgbouncer import PgBouncer
 from canonical.database.cluster.replication import ReplicationNode
 from canonical.database.ftests.writer import HA_TABLE_SQL
+from canonical.database.processes import pid_alive
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 
-__all__ = ['ReplicationLayer', 'Servers', 'ServersTestCase']
+__all__ = ['ReplicationLayer', 'Servers', 'ServersTestCase',
+           'remove_leftovers', 'OWNER_FILE']
+
+OWNER_FILE = 'zopeless-test-owner'
+
+
+def _own(node: ReplicationNode) -> None:
+    """Mark ``node`` as made by this process (see remove_leftovers)."""
+    os.makedirs(node.area, exist_ok=True)
+    with open(os.path.join(node.area, OWNER_FILE), 'w') as f:
+        f.write('%d\n%s\n' % (os.getpid(), node.base))
+
+
+def remove_leftovers() -> List[str]:
+    """Stop and delete the nodes whose test process died; their areas."""
+    removed = []
+    for marker in glob.glob(os.path.join('/var/tmp', 'zopeless-*',
+                                         OWNER_FILE)):
+        try:
+            with open(marker) as f:
+                pid, base = f.read().split('\n')[:2]
+        except (OSError, ValueError):
+            continue
+        if pid_alive(int(pid)):
+            continue
+        area = os.path.dirname(marker)
+        pidfile = os.path.join(area, 'pgbouncer', 'pgbouncer.pid')
+        with contextlib.suppress(OSError, ValueError):
+            with open(pidfile) as f:
+                os.kill(int(f.read().split()[0]), signal.SIGTERM)
+        with contextlib.suppress(ClusterError, OSError):
+            ReplicationNode(base).destroy()
+        shutil.rmtree(area, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(base), ignore_errors=True)
+        removed.append(area)
+    return removed
 
 
 class ReplicationLayer:
@@ -38,8 +80,11 @@ class ReplicationLayer:
 
     @classmethod
     def setUp(cls) -> None:
+        remove_leftovers()
         cls._tmp = tempfile.mkdtemp(prefix='zopeless-seed-')
         seed = ReplicationNode(os.path.join(cls._tmp, 'seed'), name='seed')
+        seed.initialise()
+        _own(seed)
         seed.start()
         setup = LaunchpadTestSetup()
         setup.server = seed
@@ -89,6 +134,7 @@ class Servers:
                                netns=netns)
         self.nodes.append(node)
         node.initialise_from(self.seed)
+        _own(node)
         return node.start()
 
     def standby(self, primary: IReplicationNode, name: str,
@@ -101,7 +147,10 @@ class Servers:
                                         synchronous=synchronous, netns=netns)
         finally:
             # Whatever happened, close() must find what was made.
-            self.nodes.append(ReplicationNode(base))
+            made = ReplicationNode(base)
+            self.nodes.append(made)
+            if made.is_initialised():
+                _own(made)
         return node
 
     def bouncer(self, server: IReplicationNode, **settings) -> PgBouncer:
