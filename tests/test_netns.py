@@ -91,7 +91,7 @@ class TestServerInNamespace(ServersTestCase):
         self.assertIn('timeout expired', str(e.exception))
         self.assertGreater(time.monotonic() - started, 0.9)
         # No reset, no ICMP error: only the user timeout ends the session.
-        # (psycopg2 before 2.9.4 raises the base DatabaseError for it.)
+        # (psycopg2 2.9.2, the oldest claimed, raises the base DatabaseError.)
         started = time.monotonic()
         with self.assertRaises(psycopg2.DatabaseError) as e:
             conn.cursor().execute('SELECT 1')
