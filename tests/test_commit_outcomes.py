@@ -189,6 +189,37 @@ class TestExactOutcomes(FailoverTestCase):
         self.ztm.abort()
         self.assertEqual(self.prepared_left(self.standby), ['0'])
 
+    def test_a_decided_transaction_the_new_primary_lacks_is_lost(self):
+        # Two-phase again, but the standby never received the PREPARE:
+        # the file data manager has committed its part, the database's
+        # part is gone with the old primary.  Only a person can reconcile
+        # that, so commit() says so instead of reporting success.
+        from canonical.database.ftests.filedm import FileDataManager
+        from canonical.database.interfaces import TransactionLostError
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))
+        self.ztm.begin()  # the marker slot exists and has replicated
+        self.ztm.commit()
+        self.standby.wait_replayed(self.primary.wal_lsn())
+        self.standby.pause_streaming()
+        self.ztm.begin()
+        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('f', 1)")
+        transaction.get().join(FileDataManager(path, 'x'))
+        self.proxy.trap('COMMIT PREPARED', forward=False, then_refuse=True)
+        self.fail_over_when_waiting()
+        with self.assertRaises(TransactionLostError) as caught:
+            self.ztm.commit()
+        self.assertIn('Reconcile them by hand', str(caught.exception))
+        self.assertTrue(os.path.exists(path))  # the other part committed
+        self.assertEqual(rows(self.standby, 'SELECT uid FROM ha_unit'), [])
+        self.assertEqual(self.prepared_left(self.standby), ['0'])
+        # The old primary still holds the PREPARE: that is the half a
+        # person must look at, and the error names its gid.
+        self.primary.start()
+        gids = rows(self.primary, 'SELECT gid FROM pg_prepared_xacts')
+        self.assertEqual(len(gids), 1)
+        self.assertIn(gids[0], str(caught.exception))
+
     def test_no_pid_is_looked_up_on_another_server(self):
         bouncer = self.servers.bouncer(self.primary)
         pooled = psycopg2.connect(bouncer.dsn('launchpad_ftest'),

@@ -14,6 +14,7 @@ import unittest
 
 from zope.testing.cleanup import cleanUp
 
+from canonical.database.ftests.servers import ReplicationLayer
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 from canonical.testing.layers import DatabaseLayer
 
@@ -37,12 +38,31 @@ def tearDown(test):
     LaunchpadTestSetup().tearDown()
 
 
+def setUpServers(test):
+    test.globs['_old_cwd'] = os.getcwd()
+
+
+def tearDownServers(test):
+    os.chdir(test.globs['_old_cwd'])
+    servers = test.globs.get('servers')
+    if servers is not None:
+        servers.close()  # a failed story leaves no server running
+    cleanUp()
+
+
+# Stories that make servers of their own rather than use the shared one.
+OWN_SERVERS = ('failover.txt',)
+
+
 def test_suite():
     suite = unittest.TestSuite()
     for path in sorted(glob.glob(os.path.join(HERE, '*.txt'))):
+        name = os.path.basename(path)
+        own = name in OWN_SERVERS
         test = doctest.DocFileSuite(
-            os.path.basename(path), setUp=setUp, tearDown=tearDown,
+            name, setUp=setUpServers if own else setUp,
+            tearDown=tearDownServers if own else tearDown,
             optionflags=FLAGS, encoding='utf-8')
-        test.layer = DatabaseLayer
+        test.layer = ReplicationLayer if own else DatabaseLayer
         suite.addTest(test)
     return suite
