@@ -17,6 +17,8 @@ import psycopg2
 
 from canonical.database.reconnect import coordinator_for
 from canonical.launchpad.database import Person
+from canonical.launchpad.scripts.ftests.forkwork import \
+    elsewhere_then_reinstall
 from canonical.launchpad.scripts.ftests.forkwork import in_child
 from canonical.launchpad.scripts.ftests.forkwork import result_of
 from canonical.launchpad.scripts.ftests.forkwork import transactions
@@ -105,6 +107,29 @@ class TestForkedChildren(ForkTestCase):
             thread.join()
         report = result_of(*child, timeout=20)
         self.assertEqual(report['errors'], [])
+
+    def test_the_managers_locks_held_at_fork_do_not_hang_the_child(self):
+        # The manager's own lock (taken by each new thread, uninstall()
+        # and set_isolation_level()) and initZopeless()'s, both held by a
+        # parent thread at the fork.
+        import canonical.lp
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with canonical.lp._lock, self.ztm._lock:
+                held.set()
+                release.wait()
+        thread = threading.Thread(target=hold)
+        thread.start()
+        held.wait()
+        try:
+            child = in_child(elsewhere_then_reinstall, 1)
+        finally:
+            release.set()
+            thread.join()
+        report = result_of(*child, timeout=20)
+        self.assertEqual(report['errors'], [])
+        self.assertEqual(len(report['backends']), 1)
 
     def test_the_parent_backend_sees_nothing_of_the_child(self):
         self.ztm.begin()

@@ -14,7 +14,10 @@ the fork (``os.register_at_fork``):
   never to the server; the parent's descriptor is untouched;
 * the reconnect coordinators start afresh: the parent's describe the
   parent's connections, and their locks may be held by threads that do not
-  exist in the child.
+  exist in the child;
+* the locks registered with ``renew_after_fork()`` (the transaction
+  manager's, initZopeless()'s) are replaced by new ones, for the same
+  reason.
 
 ``ReconnectingConnection`` records the process generation that opened each
 connection (``adopt()``) and treats one opened by another as not
@@ -33,17 +36,21 @@ from __future__ import annotations
 import os
 import socket
 import weakref
-from typing import Any
+from typing import Any, Callable, Dict
 
 from canonical.database.perdatabase import forget_all
 
-__all__ = ['adopt', 'generation', 'silence', 'silenced_count']
+__all__ = ['adopt', 'generation', 'renew_after_fork', 'silence',
+           'silenced_count']
 
 # The connections the library opened in this process and may leave to a
 # forked child.  Weak: a connection closed and freed needs no silencing.
 _opened: 'weakref.WeakSet[Any]' = weakref.WeakSet()
 _silenced = 0
 _generation = 0
+# holder -> {attribute: factory}: what renew_after_fork() registered.
+_renewed: 'weakref.WeakKeyDictionary[Any, Dict[str, Callable[[], Any]]]' = \
+    weakref.WeakKeyDictionary()
 
 
 def generation() -> int:
@@ -77,6 +84,15 @@ def silence(raw: Any) -> bool:
     return True
 
 
+def renew_after_fork(holder: Any, name: str,
+                     factory: Callable[[], Any]) -> None:
+    """In every child forked from now on, set ``holder.<name>`` to
+    ``factory()``: a lock that a thread of the parent held at the fork
+    would otherwise stay held for ever in the child, where that thread does
+    not exist.  ``holder`` is held weakly (a module or an object)."""
+    _renewed.setdefault(holder, {})[name] = factory
+
+
 def silenced_count() -> int:
     """How many inherited connections this process silenced after its
     fork (0 in a process that was not forked from a user of the library).
@@ -94,6 +110,9 @@ def _after_fork_in_child() -> None:
     # the parent, and their locks may be held by threads that do not exist
     # here.
     forget_all()
+    for holder, names in list(_renewed.items()):
+        for name, factory in names.items():
+            setattr(holder, name, factory())
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

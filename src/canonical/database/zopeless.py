@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from canonical.database.connection import ReconnectingConnection
 from canonical.database.datamanager import ZopelessDataManager
+from canonical.database.forksafety import renew_after_fork
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.hosts import servers_for
 from canonical.database.interfaces import IDatabaseConnection
@@ -90,6 +91,7 @@ class ZopelessTransactionManager:
         self._local = threading.local()
         self._states: 'weakref.WeakSet[_ThreadState]' = weakref.WeakSet()
         self._lock = threading.Lock()
+        renew_after_fork(self, '_lock', threading.Lock)
         self._synch = _Synchronizer(self)
         set_connection_source(self._current_sqlconn)
         # The installing thread is ready at once: transaction.begin() and

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from typing import Any, Optional
@@ -21,6 +22,7 @@ from zope.component import queryUtility
 from zope.configuration import xmlconfig
 
 from canonical.database.config import DatabaseConfig
+from canonical.database.forksafety import renew_after_fork
 from canonical.database.interfaces import ConflictingTransactionManagerError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IZopelessTransactionManager
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 _lock = threading.RLock()
+renew_after_fork(sys.modules[__name__], '_lock', threading.RLock)
 _zcml_loaded = False
 
 

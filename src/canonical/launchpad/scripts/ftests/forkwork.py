@@ -13,7 +13,8 @@ from typing import Any, Dict
 from canonical.database import forksafety
 from canonical.launchpad.database import Person
 
-__all__ = ['transactions', 'in_child', 'result_of']
+__all__ = ['transactions', 'elsewhere_then_reinstall', 'in_child',
+           'result_of']
 
 
 def transactions(count: int) -> Dict[str, Any]:
@@ -36,6 +37,25 @@ def transactions(count: int) -> Dict[str, Any]:
             ztm.abort()
     return {'pid': os.getpid(), 'backends': sorted(backends),
             'errors': errors, 'silenced': forksafety.silenced_count()}
+
+
+def elsewhere_then_reinstall(count: int) -> Dict[str, Any]:
+    """Run ``count`` transactions in a new thread (its set-up takes the
+    manager's lock), then uninstall the manager and install it again
+    (which take the manager's and initZopeless()'s locks), as a worker
+    that ends its job and starts the next would; report as
+    transactions() does."""
+    import threading
+    from canonical.lp import initZopeless, installedTransactionManager
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(
+        transactions(count)))
+    thread.start()
+    thread.join()
+    ztm = installedTransactionManager()
+    ztm.uninstall()
+    initZopeless(implicitBegin=False).uninstall()
+    return results[0]
 
 
 def in_child(work: Any, *args: Any) -> 'tuple[int, int]':
