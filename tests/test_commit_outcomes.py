@@ -84,6 +84,24 @@ class TestExactOutcomes(FailoverTestCase):
         self.addCleanup(thread.join, 30)
         return thread
 
+    def two_phase_whose_prepare_the_standby_lacks(self, uid):
+        """Start a two-phase commit of ``uid`` (with a file data manager,
+        whose file's path is returned) that the standby will not receive:
+        the COMMIT PREPARED is lost, then the primary crashes and the
+        standby is promoted while commit() waits."""
+        from canonical.database.ftests.filedm import FileDataManager
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))
+        self.standby.wait_replayed(self.primary.wal_lsn())
+        self.standby.pause_streaming()
+        self.ztm.begin()
+        self.ztm.connection().execute(
+            "INSERT INTO ha_unit VALUES (%s, 1)", (uid,))
+        transaction.get().join(FileDataManager(path, 'x'))
+        self.proxy.trap('COMMIT PREPARED', forward=False, then_refuse=True)
+        self.fail_over_when_waiting()
+        return path
+
     def prepared_left(self, server):
         return rows(server, 'SELECT count(*) FROM pg_prepared_xacts')
 
@@ -194,19 +212,10 @@ class TestExactOutcomes(FailoverTestCase):
         # the file data manager has committed its part, the database's
         # part is gone with the old primary.  Only a person can reconcile
         # that, so commit() says so instead of reporting success.
-        from canonical.database.ftests.filedm import FileDataManager
         from canonical.database.interfaces import TransactionLostError
-        path = os.path.join(tempfile.mkdtemp(), 'out')
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))
         self.ztm.begin()  # the marker slot exists and has replicated
         self.ztm.commit()
-        self.standby.wait_replayed(self.primary.wal_lsn())
-        self.standby.pause_streaming()
-        self.ztm.begin()
-        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('f', 1)")
-        transaction.get().join(FileDataManager(path, 'x'))
-        self.proxy.trap('COMMIT PREPARED', forward=False, then_refuse=True)
-        self.fail_over_when_waiting()
+        path = self.two_phase_whose_prepare_the_standby_lacks('f')
         with self.assertRaises(TransactionLostError) as caught:
             self.ztm.commit()
         self.assertIn('Reconcile them by hand', str(caught.exception))
@@ -246,7 +255,6 @@ class TestExactOutcomes(FailoverTestCase):
         # PREPARE, and a COMMIT PREPARED lost in a failover to a standby
         # that lacks the PREPARE is reported unknown, not committed.
         from canonical.database.cluster import conf
-        from canonical.database.ftests.filedm import FileDataManager
         self.primary.psql('GRANT INSERT, SELECT ON ha_unit TO %s'
                           % conf.PASSWORD_ROLE, dbname='launchpad_ftest')
         self.ztm.uninstall()
@@ -257,19 +265,11 @@ class TestExactOutcomes(FailoverTestCase):
                 self.standby.host, self.proxy.port, self.standby.port),
             implicitBegin=False, resolve_commit_outcome=True)
         self.addCleanup(self.uninstall, self.ztm)
-        path = os.path.join(tempfile.mkdtemp(), 'out')
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))
         self.ztm.begin()
         self.assertIsNone(self.ztm.connection().outcome_slot)
         self.assertIn('may not create it', '\n'.join(self.log.lines()))
         self.ztm.commit()
-        self.standby.wait_replayed(self.primary.wal_lsn())
-        self.standby.pause_streaming()
-        self.ztm.begin()
-        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('e', 1)")
-        transaction.get().join(FileDataManager(path, 'x'))
-        self.proxy.trap('COMMIT PREPARED', forward=False, then_refuse=True)
-        self.fail_over_when_waiting()
+        self.two_phase_whose_prepare_the_standby_lacks('e')
         self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
         self.assertEqual(rows(self.standby, 'SELECT uid FROM ha_unit'), [])
         self.assertEqual(self.prepared_left(self.standby), ['0'])

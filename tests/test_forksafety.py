@@ -88,46 +88,42 @@ class TestForkedChildren(ForkTestCase):
         workers = {report['pid'] for report in reports}
         self.assertEqual(len(backends), len(workers))
 
-    def test_a_lock_held_by_a_parent_thread_at_fork_does_not_hang_the_child(
-            self):
-        coordinator = coordinator_for(self.ztm.config)
+    def fork_while_held(self, locks, work, *args):
+        """What ``work(*args)`` reported in a child forked while another
+        thread of this process held ``locks``."""
         held, release = threading.Event(), threading.Event()
 
         def hold():
-            with condition_lock(coordinator):
-                held.set()
-                release.wait()
+            for lock in locks:
+                lock.acquire()
+            held.set()
+            release.wait()
+            for lock in reversed(locks):
+                lock.release()
         thread = threading.Thread(target=hold)
         thread.start()
         held.wait()
         try:
-            child = in_child(transactions, 1)
+            child = in_child(work, *args)
         finally:
             release.set()
             thread.join()
-        report = result_of(*child, timeout=20)
+        return result_of(*child, timeout=20)
+
+    def test_a_lock_held_by_a_parent_thread_at_fork_does_not_hang_the_child(
+            self):
+        coordinator = coordinator_for(self.ztm.config)
+        report = self.fork_while_held([condition_lock(coordinator)],
+                                      transactions, 1)
         self.assertEqual(report['errors'], [])
 
     def test_the_managers_locks_held_at_fork_do_not_hang_the_child(self):
         # The manager's own lock (taken by each new thread, uninstall()
-        # and set_isolation_level()) and initZopeless()'s, both held by a
-        # parent thread at the fork.
+        # and set_isolation_level()) and initZopeless()'s.
         import canonical.lp
-        held, release = threading.Event(), threading.Event()
-
-        def hold():
-            with canonical.lp._lock, self.ztm._lock:
-                held.set()
-                release.wait()
-        thread = threading.Thread(target=hold)
-        thread.start()
-        held.wait()
-        try:
-            child = in_child(elsewhere_then_reinstall, 1)
-        finally:
-            release.set()
-            thread.join()
-        report = result_of(*child, timeout=20)
+        report = self.fork_while_held([canonical.lp._installing.lock,
+                                       self.ztm._lock],
+                                      elsewhere_then_reinstall, 1)
         self.assertEqual(report['errors'], [])
         self.assertEqual(len(report['backends']), 1)
 

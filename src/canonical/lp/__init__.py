@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import warnings
 from typing import Any, Optional
@@ -38,8 +37,15 @@ __all__ = [
     'REPEATABLE_READ_ISOLATION', 'SERIALIZABLE_ISOLATION',
 ]
 
-_lock = threading.RLock()
-renew_after_fork(sys.modules[__name__], '_lock', threading.RLock)
+class _Installing:
+    """Held while initZopeless() installs.  An object rather than a module
+    global, so that forked children can be given a new lock (forksafety).
+    """
+    lock = threading.RLock()
+
+
+_installing = _Installing()
+renew_after_fork(_installing, 'lock', threading.RLock)
 _zcml_loaded = False
 
 
@@ -92,7 +98,7 @@ def initZopeless(dbname: Optional[str] = None, dbhost: Optional[str] = None,
     installed) and ConflictingTransactionManagerError when a manager with
     other settings is installed.  No connection is made here.
     """
-    with _lock:
+    with _installing.lock:
         _load_site_zcml()
         declared = queryUtility(IDatabaseConfig)
         if declared is not None and dbname is dbhost is dbuser is dsn is None \
