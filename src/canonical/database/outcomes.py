@@ -154,6 +154,11 @@ class CommitOutcomes:
             return True
         try:
             self._run(raw, CREATE_SQL)
+        except (psycopg2.errors.UniqueViolation,
+                psycopg2.errors.DuplicateTable):
+            # Another session created it at the same moment: IF NOT EXISTS
+            # does not guard against that.
+            return True
         except psycopg2.errors.InsufficientPrivilege as e:
             # Outcomes are then settled with PREPARE and the server's
             # timeline, as exactly as that allows: across a failover to a
