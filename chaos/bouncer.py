@@ -55,7 +55,8 @@ class BouncerTopology:
 
     @property
     def dbhost(self) -> str:
-        return '%s port=%d' % (self.bouncer.host, self.bouncer.port)
+        return '' if self.bouncer is None else \
+            '%s port=%d' % (self.bouncer.host, self.bouncer.port)
 
     def admin(self, dbname: str = 'postgres', **kw: Any) -> Any:
         return connect(self.primary.rundir, self.primary.port,

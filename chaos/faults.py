@@ -1,4 +1,5 @@
-"""The seeded fault injector.
+"""The seeded fault injector (``Injector``) and the faults of the
+"single" topology: one cluster behind the test proxy (``FaultInjector``).
 
 The schedule (which fault, when, how long, how hard) is drawn from a
 ``random.Random(seed)`` with the same number of draws per fault, so one

@@ -164,7 +164,8 @@ class SingleTopology:
 
     @property
     def dbhost(self) -> str:
-        return '127.0.0.1 port=%d' % self.proxy.port
+        return '' if self.proxy is None else \
+            '127.0.0.1 port=%d' % self.proxy.port
 
     def admin(self, dbname: str = 'postgres', **kw: Any) -> Any:
         return connect(self.cluster.rundir, self.cluster.port,
