@@ -155,9 +155,10 @@ class CommitOutcomes:
         try:
             self._run(raw, CREATE_SQL)
         except (psycopg2.errors.UniqueViolation,
-                psycopg2.errors.DuplicateTable):
-            # Another session created it at the same moment: IF NOT EXISTS
-            # does not guard against that.
+                psycopg2.errors.DuplicateTable,
+                psycopg2.errors.DuplicateObject):
+            # Another session created it at the same moment (its row type
+            # or its catalog rows): IF NOT EXISTS does not guard that.
             return True
         except psycopg2.errors.InsufficientPrivilege as e:
             # Outcomes are then settled with PREPARE and the server's
