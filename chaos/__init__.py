@@ -10,9 +10,14 @@ committed is in the database exactly once, that units reported failed are
 absent, that the ledger sum holds and that nothing leaked.  A
 crash-durability case follows (``pg_ctl stop -m immediate`` with fsync on).
 
+Other topologies (``chaos.topology``) take other faults: a primary and a
+standby in network namespaces, failed over every way (``chaos.ha``,
+``chaos.hafaults``), and a primary behind PgBouncer (``chaos.bouncer``).
+
 Run it::
 
     bin/chaos --duration 60 --workers 8 --seed 1
+    bin/chaos --topology ha --duration 120
 
 It prints a short table, writes a JSON report and exits non-zero when the
 audit fails.  See ``run_soak`` in ``chaos.soak``.

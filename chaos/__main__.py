@@ -7,8 +7,10 @@ import os
 import random
 import sys
 
-from chaos.faults import KINDS
+from chaos.topology import TOPOLOGY_KINDS, topology_for
 from canonical.database.cluster import default_base
+
+ALL_KINDS = tuple(k for kinds in TOPOLOGY_KINDS.values() for k in kinds)
 
 
 def main(argv=None):
@@ -25,9 +27,22 @@ def main(argv=None):
     parser.add_argument('--no-resolve', action='store_true',
                         help='run without resolve_commit_outcome: commits '
                              'cut off in flight are reported ambiguous')
-    parser.add_argument('--faults', default=','.join(KINDS),
-                        help='comma-separated fault kinds (default: all): '
-                             + ', '.join(KINDS) + '; "none" for none')
+    parser.add_argument('--topology', choices=sorted(TOPOLOGY_KINDS),
+                        default=None,
+                        help='single: one cluster behind the test proxy; '
+                             'ha: a primary and a standby in network '
+                             'namespaces of their own (root); bouncer: a '
+                             'primary behind PgBouncer (default: the one '
+                             'of --faults, else single)')
+    parser.add_argument('--faults', default=None,
+                        help='comma-separated fault kinds (default: all '
+                             'of the topology): ' + '; '.join(
+                                 '%s: %s' % (name, ', '.join(kinds))
+                                 for name, kinds in TOPOLOGY_KINDS.items())
+                             + '; "none" for none')
+    parser.add_argument('--rounds', type=int, default=None,
+                        help='go on after --duration until every kind '
+                             'came up this many times')
     parser.add_argument('--interval', type=float, default=1.5,
                         help='mean seconds between faults (default 1.5)')
     parser.add_argument('--reconnect-timeout', type=float, default=None,
@@ -46,11 +61,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else str(
         random.randrange(10**6))
-    kinds = () if args.faults in ('', 'none') else tuple(
-        k.strip() for k in args.faults.split(',') if k.strip())
-    unknown = set(kinds) - set(KINDS)
+    if args.faults is None:
+        kinds = TOPOLOGY_KINDS[args.topology or 'single']
+    elif args.faults in ('', 'none'):
+        kinds = ()
+    else:
+        kinds = tuple(k.strip() for k in args.faults.split(',')
+                      if k.strip())
+    unknown = set(kinds) - set(ALL_KINDS)
     if unknown:
         parser.error('unknown fault kinds: %s' % ', '.join(sorted(unknown)))
+    try:
+        topology = args.topology or topology_for(kinds)
+    except ValueError as e:
+        parser.error(str(e))
+    if set(kinds) - set(TOPOLOGY_KINDS[topology]):
+        parser.error('fault kinds %s are not of topology %s' % (
+            ', '.join(sorted(set(kinds) - set(TOPOLOGY_KINDS[topology]))),
+            topology))
     json_path = args.json or os.path.join(default_base(),
                                           'chaos-report.json')
     from chaos.report import table
@@ -63,6 +91,7 @@ def main(argv=None):
             durability_units=args.durability_units, base=args.base,
             keep=args.keep, json_path=json_path,
             reconnect_timeout=args.reconnect_timeout,
+            topology=topology, rounds=args.rounds,
             echo=lambda text: print(text, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         return 130

@@ -7,7 +7,13 @@
 * no transfer row belongs to a unit nobody started;
 * every two-phase unit the journal recorded is in the database, and every
   committed two-phase unit is in the journal;
-* the ledger sum is unchanged and each balance matches its transfers;
+* the ledger sum is unchanged and each balance matches its transfers
+  (whole transactions lost by a server keep it so);
+* after an asynchronous failover, a committed unit missing afterwards
+  that the old primary held when it went away (and was acknowledged
+  before) was lost by the server: counted apart, as ``lost_by_server``;
+  everything else the library reported wrongly counts in
+  ``library_wrong``, which must be 0;
 * no backend of the library's application_name is left, and no prepared
   transaction is left in ``pg_prepared_xacts``.
 """
@@ -15,9 +21,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
-__all__ = ['audit_units', 'ledger_invariant', 'leftovers', 'APP_NAME']
+__all__ = ['audit_units', 'ledger_invariant', 'leftovers', 'failures',
+           'library_wrong', 'APP_NAME']
 
 APP_NAME = 'zopeless'
 _SAMPLE = 10
@@ -29,9 +36,14 @@ def _counts(conn: Any) -> Dict[str, int]:
     return dict(cur.fetchall())
 
 
-def audit_units(conn: Any, units: Iterable[Any],
-                journal: Dict[str, int]) -> Dict[str, Any]:
-    """Compare the units' reported outcomes with the transfer rows."""
+def audit_units(conn: Any, units: Iterable[Any], journal: Dict[str, int],
+                server_lost: Optional[Dict[str, float]] = None
+                ) -> Dict[str, Any]:
+    """Compare the units' reported outcomes with the transfer rows.
+
+    ``server_lost``: uid -> deadline, what old primaries held that their
+    successors lacked (see IFaultInjector.server_lost)."""
+    server_lost = server_lost or {}
     counts = _counts(conn)
     units = list(units)
     known = {u.uid for u in units}
@@ -39,12 +51,17 @@ def audit_units(conn: Any, units: Iterable[Any],
     failed = [u for u in units if u.state == 'failed']
     ambiguous = [u for u in units if u.state == 'ambiguous']
     pending = [u for u in units if u.state == 'pending']
-    lost = [u.uid for u in committed if counts.get(u.uid, 0) == 0]
+    missing = [u for u in committed if counts.get(u.uid, 0) == 0]
+    by_server = [u.uid for u in missing if u.uid in server_lost
+                 and u.done <= server_lost[u.uid]]
+    gone = set(by_server)
+    lost = [u.uid for u in missing if u.uid not in gone]
     duplicated = sorted(uid for uid, n in counts.items() if n > 1)
     failed_present = [u.uid for u in failed if counts.get(u.uid, 0)]
     strangers = sorted(uid for uid in counts if uid not in known)
     in_journal_not_db = sorted(uid for uid in journal
-                               if counts.get(uid, 0) != 1)
+                               if counts.get(uid, 0) != 1
+                               and uid not in gone)
     journal_twice = sorted(uid for uid, n in journal.items() if n != 1)
     two_phase_not_in_journal = [u.uid for u in committed
                                 if u.two_phase and u.uid not in journal]
@@ -60,6 +77,8 @@ def audit_units(conn: Any, units: Iterable[Any],
         'ambiguous_present': sum(1 for u in ambiguous
                                  if counts.get(u.uid, 0)),
         'lost': len(lost),
+        'lost_by_server': len(by_server),
+        'held_by_old_primaries_only': len(server_lost),
         'duplicated': len(duplicated),
         'failed_present': len(failed_present),
         'strangers': len(strangers),
@@ -67,6 +86,7 @@ def audit_units(conn: Any, units: Iterable[Any],
         + len(two_phase_not_in_journal),
         'samples': {
             'lost': lost[:_SAMPLE],
+            'lost_by_server': by_server[:_SAMPLE],
             'duplicated': duplicated[:_SAMPLE],
             'failed_present': failed_present[:_SAMPLE],
             'strangers': strangers[:_SAMPLE],
@@ -139,6 +159,21 @@ def leftovers(admin: Callable[[], Any], dbname: str, baseline: int,
     }
 
 
+def library_wrong(report: Dict[str, Any]) -> int:
+    """Everything the library reported wrongly or left behind."""
+    units = report.get('units') or {}
+    wrong = sum(units.get(key) or 0 for key in (
+        'lost', 'duplicated', 'failed_present', 'strangers',
+        'journal_mismatch'))
+    if report.get('resolve_commit_outcome'):
+        wrong += units.get('ambiguous') or 0
+    for phase in ('leaks', 'final_leaks'):
+        leaks = report.get(phase) or {}
+        wrong += (leaks.get('leaked_backends') or 0) + (
+            leaks.get('prepared') or 0)
+    return wrong + (report.get('split_brain_writes') or 0)
+
+
 def failures(report: Dict[str, Any]) -> List[str]:
     """Why the audit failed; empty when it passed."""
     why = []
@@ -150,6 +185,9 @@ def failures(report: Dict[str, Any]) -> List[str]:
     if report.get('resolve_commit_outcome') and units.get('ambiguous'):
         why.append('ambiguous units despite resolve_commit_outcome: %d'
                    % units['ambiguous'])
+    if report.get('split_brain_writes'):
+        why.append('an old primary took %d rows after its successor was '
+                   'promoted' % report['split_brain_writes'])
     if not (report.get('invariant') or {}).get('holds'):
         why.append('ledger invariant broken')
     for phase in ('leaks', 'final_leaks'):

@@ -1,4 +1,5 @@
-"""The seeded fault injector.
+"""The seeded fault injector (``Injector``) and the faults of the
+"single" topology: one cluster behind the test proxy (``FaultInjector``).
 
 The schedule (which fault, when, how long, how hard) is drawn from a
 ``random.Random(seed)`` with the same number of draws per fault, so one
@@ -14,14 +15,16 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import psycopg2
+from zope.interface import implementer
 
+from chaos.interfaces import IFaultInjector
 from canonical.database.ftests.interfaces import ITCPProxy
 from canonical.database.ftests.tcpproxy import COMMIT_STATEMENTS
 
-__all__ = ['KINDS', 'Fault', 'FaultInjector']
+__all__ = ['KINDS', 'Fault', 'Injector', 'FaultInjector']
 
 KINDS = (
     'proxy_cut',
@@ -49,36 +52,38 @@ class Fault:
     error: Optional[str] = None
 
 
-class FaultInjector(threading.Thread):
-    """Injects faults into ``cluster`` and ``proxy`` until stopped.
+@implementer(IFaultInjector)
+class Injector(threading.Thread):
+    """The seeded schedule; subclasses give the kinds (``KINDS``) and a
+    method ``_<kind>(a, b)`` for each, returning the fault's details.
 
-    ``admin`` is a callable returning a new autocommit superuser
-    connection that does not go through the proxy.
+    With ``rounds``, the injector stops by itself once every kind came up
+    that many times.
     """
 
-    def __init__(self, seed: Any, cluster: Any, proxy: ITCPProxy,
-                 admin: Callable[..., Any], dbname: str,
-                 kinds: tuple = KINDS, interval: float = 1.5,
-                 warmup: float = 0.5) -> None:
+    KINDS: Tuple[str, ...] = ()
+
+    def __init__(self, seed: Any, kinds: Optional[tuple] = None,
+                 interval: float = 1.5, warmup: float = 0.5,
+                 rounds: Optional[int] = None) -> None:
         super().__init__(name='chaos-faults', daemon=True)
-        unknown = set(kinds) - set(KINDS)
+        kinds = self.KINDS if kinds is None else tuple(kinds)
+        unknown = set(kinds) - set(self.KINDS)
         if unknown:
             raise ValueError('unknown fault kinds: %s' % ', '.join(
                 sorted(unknown)))
         self.schedule_rng = random.Random('%s/faults' % (seed,))
         self.choice_rng = random.Random('%s/choices' % (seed,))
-        self.cluster = cluster
-        self.proxy = proxy
-        self.admin = admin
-        self.dbname = dbname
-        self.kinds = tuple(kinds)
+        self.kinds = kinds
         self.interval = interval
         self.warmup = warmup
+        self.rounds = rounds
         self.stop_event = threading.Event()
         self.faults: List[Fault] = []
         self.crashed: Optional[str] = None
+        self.server_lost: Dict[str, float] = {}
+        self.split_brain_writes = 0
         self._deck: List[str] = []
-        self._fillers: List[Any] = []
 
     # -- the schedule --------------------------------------------------------
 
@@ -95,11 +100,15 @@ class FaultInjector(threading.Thread):
         return (kind, pause, self.schedule_rng.random(),
                 self.schedule_rng.random())
 
+    def _done(self) -> bool:
+        return self.rounds is not None and \
+            len(self.faults) >= self.rounds * len(self.kinds)
+
     def run(self) -> None:
         try:
             if not self.kinds or self.stop_event.wait(self.warmup):
                 return
-            while True:
+            while not self._done():
                 kind, pause, a, b = self.plan()
                 if self.stop_event.wait(pause):
                     return
@@ -118,9 +127,11 @@ class FaultInjector(threading.Thread):
 
     def stop(self, timeout: float = 120.0) -> None:
         self.stop_event.set()
-        with self.proxy.changed:
-            self.proxy.changed.notify_all()
+        self._wake()
         self.join(timeout)
+
+    def _wake(self) -> None:
+        """Wake a fault waiting on something other than stop_event."""
 
     def counts(self) -> Dict[str, int]:
         counts = {kind: 0 for kind in self.kinds}
@@ -134,6 +145,33 @@ class FaultInjector(threading.Thread):
 
     def _restore(self) -> None:
         """Undo every lasting fault (idempotent)."""
+
+
+class FaultInjector(Injector):
+    """Injects faults into ``cluster`` and ``proxy`` until stopped.
+
+    ``admin`` is a callable returning a new autocommit superuser
+    connection that does not go through the proxy.
+    """
+
+    KINDS = KINDS
+
+    def __init__(self, seed: Any, cluster: Any, proxy: ITCPProxy,
+                 admin: Callable[..., Any], dbname: str,
+                 kinds: tuple = KINDS, interval: float = 1.5,
+                 warmup: float = 0.5, rounds: Optional[int] = None) -> None:
+        super().__init__(seed, kinds, interval, warmup, rounds)
+        self.cluster = cluster
+        self.proxy = proxy
+        self.admin = admin
+        self.dbname = dbname
+        self._fillers: List[Any] = []
+
+    def _wake(self) -> None:
+        with self.proxy.changed:
+            self.proxy.changed.notify_all()
+
+    def _restore(self) -> None:
         self.proxy.resume()
         self.proxy.set_delay(0)
         self.proxy.disarm()

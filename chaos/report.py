@@ -23,6 +23,50 @@ def _r(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value, 3)
 
 
+def _failed_by_kind(units: List[Any], injector: Any) -> Dict[str, int]:
+    """Failed attempts, each put down to the last fault begun before it
+    ('none' before the first)."""
+    starts = [f.started for f in injector.faults]
+    failed = {kind: 0 for kind in injector.kinds}
+    failed['none'] = 0
+    for unit in units:
+        for at in unit.error_times:
+            i = bisect.bisect_right(starts, at) - 1
+            kind = injector.faults[i].kind if i >= 0 else 'none'
+            failed[kind] = failed.get(kind, 0) + 1
+    return failed
+
+
+def _failovers(units: List[Any], injector: Any,
+               started: float) -> Dict[str, Any]:
+    """Per kind: seconds from the loss of the primary (and from the start
+    of the fault) to the first commit a worker saw on the new primary."""
+    commits = sorted((u.done, u.server) for u in units
+                     if u.state == 'committed' and u.server)
+    times: Dict[str, List[float]] = {}
+    from_start: Dict[str, List[float]] = {}
+    for fault in injector.faults:
+        new, gone = (fault.detail.get('new_primary'),
+                     fault.detail.get('gone_at'))
+        if new is None or gone is None:
+            continue
+        first = next((done for done, server in commits
+                      if server == new and done > gone), None)
+        fault.detail['gone_at'] = round(gone - started, 3)
+        fault.detail['first_commit_on_new_primary'] = _r(
+            None if first is None else first - gone)
+        if first is not None:
+            times.setdefault(fault.kind, []).append(first - gone)
+            from_start.setdefault(fault.kind, []).append(
+                first - fault.started)
+    return {kind: {'n': len(values),
+                   'median': _r(percentile(values, 0.5)),
+                   'max': _r(max(values)),
+                   'median_from_fault_start': _r(percentile(
+                       from_start[kind], 0.5))}
+            for kind, values in sorted(times.items())}
+
+
 def figures(units: List[Any], workers: List[Any], injector: Any,
             outages: List[float], started: float) -> Dict[str, Any]:
     """Recovery and outage figures of a run."""
@@ -55,8 +99,11 @@ def figures(units: List[Any], workers: List[Any], injector: Any,
     for worker in workers:
         for name, text in worker.samples.items():
             samples.setdefault(name, text)
+    failovers = _failovers(units, injector, started)
     return {
         'faults_by_kind': injector.counts(),
+        'failed_attempts_by_kind': _failed_by_kind(units, injector),
+        'failover_seconds': failovers,
         'faults': faults,
         'fault_errors': sum(1 for f in injector.faults if f.error),
         'longest_outage': _r(max(outages, default=0.0)),
@@ -96,6 +143,8 @@ def table(report: Dict[str, Any]) -> str:
         ('ambiguous', '%s (%s found committed)' % (
             units.get('ambiguous'), units.get('ambiguous_present'))),
         ('lost', units.get('lost')),
+        ('lost by the server (async)', units.get('lost_by_server')),
+        ('reported wrongly', report.get('library_wrong')),
         ('duplicated', units.get('duplicated')),
         ('failed but present', units.get('failed_present')),
         ('ledger invariant', 'holds' if invariant.get('holds')
@@ -120,9 +169,13 @@ def table(report: Dict[str, Any]) -> str:
     for name, value in rows:
         lines.append('  %-*s  %s' % (width, name, '-' if value is None
                                      else value))
+    if report.get('topology', 'single') != 'single':
+        lines.append('  topology %s: %s' % (report['topology'],
+                                            report.get('dbhost')))
     faults = report.get('faults_by_kind') or {}
     lines.append('  faults injected: %s' % (', '.join(
         '%s %d' % kv for kv in faults.items()) or 'none'))
+    lines.extend(_kind_lines(report))
     durability = report.get('durability')
     if durability:
         lines.append(
@@ -146,6 +199,23 @@ def table(report: Dict[str, Any]) -> str:
             lines.append('  the cluster is kept in %s'
                          % report['cluster_kept'])
     return '\n'.join(lines)
+
+
+def _kind_lines(report: Dict[str, Any]) -> List[str]:
+    """Per kind: faults, failed attempts, failover times."""
+    failovers = report.get('failover_seconds') or {}
+    failed = report.get('failed_attempts_by_kind') or {}
+    if report.get('topology', 'single') == 'single':
+        return []
+    lines = ['  %-24s %6s %8s  %s' % ('kind', 'faults', 'failed',
+                                      'loss to first commit on the new '
+                                      'primary (median / max)')]
+    for kind, n in (report.get('faults_by_kind') or {}).items():
+        times = failovers.get(kind) or {}
+        lines.append('  %-24s %6d %8d  %s / %s' % (
+            kind, n, failed.get(kind, 0), _s(times.get('median')),
+            _s(times.get('max'))))
+    return lines
 
 
 def write_json(report: Dict[str, Any], path: str) -> None:

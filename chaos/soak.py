@@ -1,4 +1,4 @@
-"""The soak: a throwaway cluster, a proxy, workers, faults, then the audit.
+"""The soak: servers (see chaos.topology), workers, faults, then the audit.
 
 ::
 
@@ -19,28 +19,27 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional
 
-import psycopg2
-
 import canonical.lp
 from chaos import audit
 from chaos.durability import durability_case
-from chaos.faults import KINDS, FaultInjector
+from chaos.faults import KINDS
+from chaos.interfaces import IFaultInjector, ITopology
 from chaos.models import OPENING_BALANCE, SCHEMA
 from chaos.report import figures, write_json
+from chaos.topology import DBNAME, MAX_CONNECTIONS, TOPOLOGY_KINDS
+from chaos.topology import make_topology, topology_for
 from chaos.workload import JournalBook, Worker
-from canonical.database.cluster import Cluster, default_base
+from canonical.database.cluster import default_base
+from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.database.hosts import servers_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
-from canonical.database.cluster.conf import PASSWORD_ROLE
-from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
-from canonical.database.ftests.tcpproxy import TCPProxy
 from canonical.lp import initZopeless
 
 __all__ = ['run_soak', 'DBNAME', 'MAX_CONNECTIONS']
 
-DBNAME = 'chaos'
-MAX_CONNECTIONS = 40
 _STOP_GRACE = 30.0  # seconds a worker has to finish its unit after the end
+_ROUNDS_LIMIT = 600.0  # seconds the faults of all rounds may take at most
 
 
 class _LogTally(logging.Handler):
@@ -97,20 +96,6 @@ class _OutageMonitor(threading.Thread):
             self._since = None
 
 
-def _start_cluster(base: str) -> Cluster:
-    cluster = Cluster(base, fsync=True)
-    cluster.initialise()
-    conf = os.path.join(cluster.datadir, 'postgresql.conf')
-    with open(conf) as f:
-        text = f.read()
-    marker = '# chaos soak\n'
-    if marker not in text:
-        # Few slots, so "too many connections" is cheap to provoke.
-        with open(conf, 'a') as f:
-            f.write('%smax_connections = %d\n' % (marker, MAX_CONNECTIONS))
-    return cluster.start()
-
-
 def _stacks(threads: List[threading.Thread]) -> Dict[str, str]:
     frames = sys._current_frames()
     out = {}
@@ -121,36 +106,50 @@ def _stacks(threads: List[threading.Thread]) -> Dict[str, str]:
     return out
 
 
+def _build(report: Dict[str, Any], servers: ITopology, accounts: int,
+           say: Any) -> None:
+    say('starting the %s servers in %s' % (servers.name, servers.base))
+    servers.start(SCHEMA, accounts, OPENING_BALANCE)
+    report['dbhost'] = servers.dbhost
+
+
+def _wait_for_faults(injector: IFaultInjector, duration: float,
+                     rounds: Optional[int]) -> None:
+    time.sleep(duration)
+    if rounds is not None:
+        # Until every kind came up ``rounds`` times, then a calm second in
+        # which the workers commit on what the last fault left.
+        injector.join(_ROUNDS_LIMIT)
+        time.sleep(1.0)
+
+
 def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
              resolve: bool = True, kinds: tuple = KINDS,
              interval: float = 1.5, accounts: int = 50,
              durability_units: int = 100, base: Optional[str] = None,
              keep: bool = False, json_path: Optional[str] = None,
              reconnect_timeout: Optional[float] = None,
-             echo: Any = None) -> Dict[str, Any]:
-    """Run the soak and return the report (``report['passed']``)."""
+             echo: Any = None, topology: Optional[str] = None,
+             rounds: Optional[int] = None) -> Dict[str, Any]:
+    """Run the soak and return the report (``report['passed']``).
+
+    ``topology`` ('single', 'ha' or 'bouncer') defaults to the one taking
+    ``kinds``; with ``rounds`` the soak lasts at least until every kind
+    came up that many times.  The crash-durability case runs on 'single'.
+    """
     say = echo or (lambda text: None)
     if canonical.lp.isZopeless():
         raise RuntimeError('a transaction manager is already installed; '
                            'the soak installs its own')
+    kinds = tuple(kinds)
+    name = topology or topology_for(kinds)
+    unknown = set(kinds) - set(TOPOLOGY_KINDS.get(name, ()))
+    if unknown:
+        raise ValueError('fault kinds %s are not of topology %s' % (
+            ', '.join(sorted(unknown)), name))
     base = os.path.abspath(base or os.path.join(
         default_base(), 'chaos-%d' % os.getpid()))
-    say('starting a throwaway cluster in %s' % base)
-    cluster = _start_cluster(base)
-
-    def admin(dbname: str = 'postgres', **kw: Any) -> Any:
-        conn = psycopg2.connect(host=cluster.rundir, port=cluster.port,
-                                user=cluster.superuser, dbname=dbname,
-                                application_name=kw.pop(
-                                    'application_name', 'chaos-admin'), **kw)
-        conn.autocommit = True
-        return conn
-
-    def app() -> Any:
-        return psycopg2.connect(host='127.0.0.1', port=cluster.port,
-                                user='launchpad', dbname=DBNAME,
-                                application_name='chaos-setup')
-
+    servers = make_topology(name, base)
     tally = _LogTally()
     library_log = logging.getLogger('canonical.database')
     saved_log = (library_log.level, library_log.propagate)
@@ -161,39 +160,14 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         'seed': seed, 'workers': workers, 'duration': duration,
         'resolve_commit_outcome': resolve, 'fault_kinds': list(kinds),
         'reconnect_timeout': reconnect_timeout,
-        'cluster': base,
+        'cluster': base, 'topology': name,
     }
-    proxy = None
     try:
-        conn = admin()
-        try:
-            conn.cursor().execute('DROP DATABASE IF EXISTS %s' % DBNAME)
-            conn.cursor().execute('CREATE DATABASE %s OWNER launchpad'
-                                  % DBNAME)
-        finally:
-            conn.close()
-        conn = app()
-        try:
-            cur = conn.cursor()
-            cur.execute(SCHEMA)
-            cur.execute('INSERT INTO chaos_account (id, balance, opening) '
-                        'SELECT g, %s, %s FROM generate_series(1, %s) g',
-                        (OPENING_BALANCE, OPENING_BALANCE, accounts))
-            # The workers use the password-protected role.
-            cur.execute('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES '
-                        'IN SCHEMA public TO %s; GRANT USAGE ON ALL '
-                        'SEQUENCES IN SCHEMA public TO %s'
-                        % (PASSWORD_ROLE, PASSWORD_ROLE))
-            conn.commit()
-        finally:
-            conn.close()
-        baseline = audit.leftovers(admin, DBNAME, 0, wait=0)['backends']
-
-        proxy = TCPProxy('127.0.0.1', cluster.port)
-        ztm = initZopeless(dbname=DBNAME,
-                           dbhost='127.0.0.1 port=%d' % proxy.port,
-                           dbuser=PASSWORD_ROLE,
-                           password=PASSWORD_ROLE_PASSWORD,
+        _build(report, servers, accounts, say)
+        baseline = audit.leftovers(servers.admin, DBNAME, 0,
+                                   wait=0)['backends']
+        ztm = initZopeless(dbname=DBNAME, dbhost=servers.dbhost,
+                           dbuser=servers.dbuser, password=servers.password,
                            implicitBegin=False,
                            reconnect_timeout=reconnect_timeout,
                            resolve_commit_outcome=resolve)
@@ -203,8 +177,7 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         stop, give_up = threading.Event(), threading.Event()
         crew = [Worker(i, ztm, seed, accounts, journal, stop, give_up,
                        resolve) for i in range(workers)]
-        injector = FaultInjector(seed, cluster, proxy, admin, DBNAME,
-                                 kinds=kinds, interval=interval)
+        injector = servers.injector(seed, kinds, interval, rounds)
         say('soaking for %.0f s: %d workers, seed %s, faults: %s'
             % (duration, workers, seed, ', '.join(kinds) or 'none'))
         started = time.monotonic()
@@ -212,7 +185,7 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         for worker in crew:
             worker.start()
         injector.start()
-        time.sleep(duration)
+        _wait_for_faults(injector, duration, rounds)
         injector.stop()
         ended = time.monotonic()
         stop.set()
@@ -229,7 +202,7 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         report['stacks_of_hung_workers'] = _stacks(hung)
         if hung:
             # Free them (blocked on a lock, say) so the run can end.
-            conn = admin()
+            conn = servers.admin()
             try:
                 conn.cursor().execute(
                     'SELECT pg_terminate_backend(pid) FROM pg_stat_activity'
@@ -250,21 +223,24 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             'orphans_recovered': prepared.orphans_recovered,
             'deferred_prepared': prepared.deferred,
             'deferred_prepared_finished': prepared.deferred_finished,
+            'stale_primary_refused': servers_for(ztm.config).stale_refused,
         }
         report['seconds'] = round(ended - started, 3)
         ztm.uninstall()
-        proxy.close()
+        servers.release()
         if injector.is_alive():
             report['stacks_of_hung_workers'].update(_stacks([injector]))
 
         units = [u for w in crew for u in w.units]
-        conn = admin(dbname=DBNAME)
+        conn = servers.admin(dbname=DBNAME)
         try:
-            report['units'] = audit.audit_units(conn, units, journal.entries)
+            report['units'] = audit.audit_units(
+                conn, units, journal.entries, injector.server_lost)
             report['invariant'] = audit.ledger_invariant(conn)
         finally:
             conn.close()
-        report['leaks'] = audit.leftovers(admin, DBNAME, baseline)
+        report['split_brain_writes'] = injector.split_brain_writes
+        report['leaks'] = servers.leftovers(baseline)
         unexpected: Dict[str, str] = {}
         for worker in crew:
             unexpected.update(worker.unexpected)
@@ -282,19 +258,18 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
                               started))
         report['library_log'] = {'counts': dict(tally.counts),
                                  'serious': list(tally.serious)}
-        if durability_units:
+        if durability_units and name == 'single':
             say('durability case: %d units, then a crash'
                 % durability_units)
             report['durability'] = durability_case(
-                cluster, admin, app, DBNAME, accounts, durability_units,
-                seed)
-        report['final_leaks'] = audit.leftovers(admin, DBNAME, baseline)
+                servers.cluster, servers.admin, servers.app, DBNAME,
+                accounts, durability_units, seed)
+        report['final_leaks'] = servers.leftovers(baseline)
     except BaseException:
         report['error'] = traceback.format_exc()
         raise
     finally:
-        if proxy is not None:
-            proxy.close()
+        servers.release()
         if canonical.lp.isZopeless():
             canonical.lp.installedTransactionManager().uninstall()
         library_log.removeHandler(tally)
@@ -302,19 +277,17 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         library_log.propagate = saved_log[1]
         report['password_leaks'] = tally.password_leaks + (
             PASSWORD_ROLE_PASSWORD in json.dumps(report, default=str))
+        report['library_wrong'] = audit.library_wrong(report)
         report['failures'] = audit.failures(report)
         if 'error' in report:
             report['failures'].append('the soak itself failed')
         report['passed'] = not report['failures']
-        if keep or not report['passed']:
-            try:
-                cluster.stop('fast')
-            except Exception:  # noqa: BLE001 - best effort
-                pass
-            report['cluster_kept'] = base
-        else:
-            cluster.destroy()
-            shutil.rmtree(base, ignore_errors=True)
-        if json_path:
-            write_json(report, json_path)
+        kept = keep or not report['passed']
+        try:
+            servers.close(kept)
+        finally:
+            if kept:
+                report['cluster_kept'] = servers.base
+            if json_path:
+                write_json(report, json_path)
     return report

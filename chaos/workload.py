@@ -17,6 +17,7 @@ import random
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -33,7 +34,7 @@ from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import NoTransactionError
 
 __all__ = ['Unit', 'Journal', 'JournalBook', 'Worker', 'classify_error',
-           'transfer']
+           'transfer', 'server_of']
 
 # SQLSTATEs a worker may legitimately see from a statement: a statement
 # timeout, and conflicts the attempts() loop retries.
@@ -75,11 +76,14 @@ class Unit:
     errors: List[str] = field(default_factory=list)
     first_error: Optional[float] = None
     done: Optional[float] = None
+    error_times: List[float] = field(default_factory=list)
+    server: Optional[str] = None  # host:port of its last attempt
 
     def note(self, error: BaseException, now: float) -> None:
         self.failures += 1
         if len(self.errors) < 8:
             self.errors.append(error_name(error))
+        self.error_times.append(now)
         if self.first_error is None:
             self.first_error = now
 
@@ -236,6 +240,7 @@ class Worker(threading.Thread):
         if any(seen is error for seen in self._seen):
             return
         self._seen.append(error)
+        _release_frames(error)
         unit.note(error, time.monotonic())
         self.samples.setdefault(error_name(error),
                                 ' '.join(str(error).split())[:200])
@@ -263,6 +268,7 @@ class Worker(threading.Thread):
         if unit.two_phase:
             txn.join(Journal(self.journal, unit.uid))
         rows = lock_accounts(unit)
+        unit.server = server_of(self.ztm)
         Transfer(uid=unit.uid, src=unit.src, dst=unit.dst,
                  amount=unit.amount)
         draw = self.rng.random()
@@ -271,6 +277,23 @@ class Worker(threading.Thread):
         elif draw < self.idle_share + self.slow_share:
             self.ztm.connection().execute('SELECT pg_sleep(0.3)')
         move(unit, rows)
+
+
+def _release_frames(error: BaseException) -> None:
+    """The worker keeps recent exceptions (to count each once): the
+    frames of their tracebacks (those that are done) must not keep the
+    library's connection of this thread alive after the thread ends, past
+    the manager's uninstall(), which closes the connections of live
+    threads only."""
+    for item in error_chain(error):
+        traceback.clear_frames(item.__traceback__)
+
+
+def server_of(ztm: Any) -> str:
+    """host:port of the server the current transaction runs on, as libpq
+    knows it (no round trip: the transaction's BEGIN has gone out)."""
+    info = ztm.connection().raw.info
+    return '%s:%s' % (info.host, info.port)
 
 
 def lock_accounts(unit: Unit) -> Dict[int, Any]:

@@ -273,3 +273,39 @@ class TestExactOutcomes(FailoverTestCase):
         self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
         self.assertEqual(rows(self.standby, 'SELECT uid FROM ha_unit'), [])
         self.assertEqual(self.prepared_left(self.standby), ['0'])
+
+
+class TestMarkerTableFirstUse(FailoverTestCase):
+
+    def test_threads_creating_it_at_once(self):
+        # Threads of a new process open their first sessions together: one
+        # of them creates the table, the others must not fail on it
+        # (CREATE TABLE IF NOT EXISTS is not safe against a concurrent
+        # one: "duplicate key value violates unique constraint").
+        from canonical.database.outcomes import TABLE
+        from canonical.database.perdatabase import forget_all
+        primary = self.servers.primary()
+        errors = []
+        for round in range(4):
+            primary.psql('DROP TABLE IF EXISTS %s' % TABLE,
+                         dbname='launchpad_ftest')
+            forget_all()  # a new process, which has not looked yet
+            ztm = self.install(primary)
+            barrier = threading.Barrier(8)
+
+            def first_unit():
+                barrier.wait()
+                try:
+                    ztm.begin()
+                    ztm.connection().execute('SELECT 1')
+                    ztm.commit()
+                except Exception as e:  # reported by the test
+                    errors.append(e)
+            threads = [threading.Thread(target=first_unit)
+                       for i in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            self.uninstall(ztm)
+        self.assertEqual(errors, [])

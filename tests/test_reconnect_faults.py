@@ -258,6 +258,21 @@ class TestServerRestart(FaultTestCase):
         self.assertEqual(len(self.warnings()), 1, self.warnings())
         self.assertIn('Reconnected', self.log.lines()[-1])
 
+    def test_a_thread_that_waited_out_an_outage_leaves_no_session(self):
+        # Its failed attempts must not keep it (its frames, and with them
+        # its connection) alive after the thread ended: behind PgBouncer
+        # such a session stays open for ever.
+        self.cluster.stop('fast')
+        results = []
+        thread = self.begin_in_thread(results)
+        wait_for(lambda: coordinator_for(self.ztm.config).outage_attempts,
+                 10, 'a failed attempt')
+        self.cluster.start()
+        thread.join(10)
+        self.assertEqual(results[0][0], 'sabdfl')
+        del thread
+        self.wait_backend_gone(results[0][1])
+
     def test_twenty_waiting_threads_make_one_probe(self):
         coordinator = coordinator_for(self.ztm.config)
         self.cluster.stop('fast')

@@ -154,6 +154,12 @@ class CommitOutcomes:
             return True
         try:
             self._run(raw, CREATE_SQL)
+        except (psycopg2.errors.UniqueViolation,
+                psycopg2.errors.DuplicateTable,
+                psycopg2.errors.DuplicateObject):
+            # Another session created it at the same moment (its row type
+            # or its catalog rows): IF NOT EXISTS does not guard that.
+            return True
         except psycopg2.errors.InsufficientPrivilege as e:
             # Outcomes are then settled with PREPARE and the server's
             # timeline, as exactly as that allows: across a failover to a

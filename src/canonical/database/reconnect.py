@@ -22,6 +22,7 @@ from zope.interface import implementer
 from canonical.database.classify import connect_failure_kind
 from canonical.database.classify import is_permanent_connect_error
 from canonical.database.classify import server_message
+from canonical.database.classify import sqlstate
 from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import DatabaseUnavailableError
@@ -105,7 +106,10 @@ class ReconnectCoordinator:
         self.outages = 0
         self.last_downtime = 0.0
         self.last_failure: Optional[str] = None
-        self._last_error: Optional[BaseException] = None
+        # Only the code of the last failure: the exception itself would
+        # keep its traceback's frames, and the connections their threads
+        # hold, alive after those threads ended.
+        self._last_sqlstate: Optional[str] = None
 
     @staticmethod
     def _psycopg2_connect(config: IDatabaseConfig) -> Any:
@@ -134,7 +138,7 @@ class ReconnectCoordinator:
         except psycopg2.Error as e:
             kind = connect_failure_kind(e)
             self.refusals[kind] = self.refusals.get(kind, 0) + 1
-            self.last_failure, self._last_error = kind, e
+            self.last_failure, self._last_sqlstate = kind, sqlstate(e)
             if is_permanent_connect_error(e, self._ever_connected):
                 raise with_sqlstate(ConnectionFailedError(
                     'Cannot connect to %s: %s.  Check the database name, user '
@@ -289,11 +293,13 @@ class ReconnectCoordinator:
 
     def _raise_unavailable(self, config: IDatabaseConfig) -> None:
         advice = _ADVICE.get(self.last_failure, _ADVICE[None])
-        raise with_sqlstate(DatabaseUnavailableError(
+        error = DatabaseUnavailableError(
             'Database %s still unavailable after %.1f s; giving up as '
             'reconnect_timeout says.  %s'
-            % (config.describe(), config.reconnect_timeout or 0, advice)),
-            self._last_error)
+            % (config.describe(), config.reconnect_timeout or 0, advice))
+        if self._last_sqlstate:
+            error.pgcode = self._last_sqlstate
+        raise error
 
 
 # The process's coordinator for a configuration's database.

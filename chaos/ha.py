@@ -1,0 +1,121 @@
+"""The "ha" topology: a primary and a streaming standby, each in a network
+namespace of its own, which the library lists as users write it
+(``dbhost='a1,a2 port=p1,p2'``).
+
+The workers reach each node over its namespace's veth pair, so a node can
+be cut off from them silently; the nodes stream to each other over unix
+sockets, which a namespace does not cut (``ReplicationNode`` does so
+whenever the two run in different namespaces), and the soak reads any
+node over its unix socket whatever its network does.  Nodes keep their
+address and port for the whole soak: the faults swap roles, never places.
+
+The servers come from the test kit (``canonical.database.ftests.servers``):
+a seed node holding the soak's database is copied into the first primary;
+the standby is its base backup.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any, Dict, Optional
+
+from zope.interface import implementer
+
+from chaos.interfaces import IFaultInjector, ITopology
+from chaos.topology import DBNAME, TOPOLOGY_KINDS, connect, seeded_servers
+from canonical.database.cluster.conf import PASSWORD_ROLE
+from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.database.cluster.interfaces import INetworkHost
+from canonical.database.cluster.interfaces import IReplicationNode
+
+__all__ = ['HATopology', 'label']
+
+
+def label(node: IReplicationNode) -> str:
+    """host:port, as libpq reports the server of a connection."""
+    return '%s:%s' % (node.host, node.port)
+
+
+@implementer(ITopology)
+class HATopology:
+    """See the module docstring; ``primary`` and ``standby`` follow the
+    roles as faults swap them."""
+
+    name = 'ha'
+    kinds = TOPOLOGY_KINDS['ha']
+    dbuser = PASSWORD_ROLE
+    password = PASSWORD_ROLE_PASSWORD
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.servers: Any = None
+        self.primary: Optional[IReplicationNode] = None
+        self.standby: Optional[IReplicationNode] = None
+        self.hosts: Dict[str, INetworkHost] = {}
+        self.dbhost = ''
+
+    def start(self, schema: str, accounts: int, opening: int) -> None:
+        self.servers = seeded_servers(self.base, schema, accounts, opening)
+        first, second = self.servers.host(), self.servers.host()
+        self.primary = self.servers.primary('n1', netns=first)
+        self.standby = self.servers.standby(self.primary, 'n2',
+                                            netns=second)
+        self.hosts = {'n1': first, 'n2': second}
+        nodes = (self.primary, self.standby)
+        self.dbhost = '%s port=%s' % (
+            ','.join(n.host for n in nodes),
+            ','.join(str(n.port) for n in nodes))
+
+    def host_of(self, node: IReplicationNode) -> INetworkHost:
+        return self.hosts[node.name]
+
+    def swap(self) -> None:
+        """The standby was promoted: it is the primary now."""
+        self.primary, self.standby = self.standby, self.primary
+
+    def connect_to(self, node: IReplicationNode, dbname: str = 'postgres',
+                **kw: Any) -> Any:
+        return connect(node.rundir, node.port, node.superuser, dbname, **kw)
+
+    def admin(self, dbname: str = 'postgres', **kw: Any) -> Any:
+        return self.connect_to(self.primary, dbname, **kw)
+
+    def app(self) -> Any:
+        return connect(self.primary.rundir, self.primary.port, 'launchpad',
+                       DBNAME, autocommit=False,
+                       application_name='chaos-setup')
+
+    def injector(self, seed: Any, kinds: tuple, interval: float,
+                 rounds: Optional[int] = None) -> IFaultInjector:
+        from chaos.hafaults import HAFaultInjector
+        return HAFaultInjector(seed, self, kinds=kinds, interval=interval,
+                               rounds=rounds)
+
+    def leftovers(self, baseline: int, wait: float = 10.0) -> Dict[str, Any]:
+        from chaos.audit import leftovers
+        found = leftovers(self.admin, DBNAME, baseline, wait=wait)
+        # A writer may never keep a session on the standby either.
+        on_standby = leftovers(lambda: self.connect_to(self.standby), DBNAME,
+                               0, wait=wait)
+        found['standby_backends'] = on_standby['backends']
+        found['leaked_backends'] += on_standby['leaked_backends']
+        return found
+
+    def release(self) -> None:
+        pass
+
+    def close(self, keep: bool) -> None:
+        if self.servers is None:
+            return
+        if keep:
+            # The files stay; the namespaces go, as they must.
+            for node in self.servers.nodes:
+                try:
+                    node.stop('fast')
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+            for host in self.servers.hosts:
+                host.remove()
+        else:
+            self.servers.close()
+            shutil.rmtree(self.base, ignore_errors=True)
