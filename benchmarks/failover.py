@@ -104,8 +104,7 @@ def _singles(pair: IServerPair, names: Sequence[str], settings: dict,
     writers = [Writer(s, pause=settings['pause']) for s in systems]
     for w in writers:
         w.start()
-    samples: Dict[str, Dict[str, list]] = {}
-    promotions: List[float] = []
+    tally = _Tally()
     plan = [('async', settings['async_rounds']),
             ('sync', settings['sync_rounds'])]
     if pair.silent_possible:
@@ -121,22 +120,44 @@ def _singles(pair: IServerPair, names: Sequence[str], settings: dict,
                     first = pair.hosts()[0] == (pair.primary.host,
                                                 pair.primary.port)
                     key += '-first' if first else '-second'
+                failed = {w: w.failed_attempts for w in writers}
                 found, promoting = _event(pair, scenario, writers, settings)
-                promotions.append(promoting)
-                for name, value in found.items():
-                    samples.setdefault(key, {}).setdefault(
-                        name, []).append(value)
+                tally.add(key, writers, found, failed, promoting)
                 pair.rejoin()
         pair.set_synchronous(False)
     finally:
         for w in writers:
             w.stop()
-    return {'samples': samples, 'promote_seconds': promotions,
-            'recipes': {s.name: s.recipe for s in systems},
-            'failed_attempts': {w.system.name: w.failed_attempts
-                                for w in writers},
-            'fatal': {w.system.name: repr(w.fatal) for w in writers
-                      if w.fatal is not None}}
+    return tally.figures(systems, writers)
+
+
+class _Tally:
+    """What the rounds of the single writers found."""
+
+    def __init__(self) -> None:
+        self.samples: Dict[str, Dict[str, list]] = {}
+        self.failures: Dict[str, Dict[str, int]] = {}
+        self.promotions: List[float] = []
+
+    def add(self, key: str, writers: Sequence[Writer],
+            found: Dict[str, Optional[float]], failed_before: dict,
+            promoting: float) -> None:
+        self.promotions.append(promoting)
+        for w in writers:
+            name = w.system.name
+            self.samples.setdefault(key, {}).setdefault(name, []).append(
+                found[name])
+            by_name = self.failures.setdefault(key, {})
+            by_name[name] = by_name.get(name, 0) + (
+                w.failed_attempts - failed_before[w])
+
+    def figures(self, systems: Sequence[IFailoverSystem],
+                writers: Sequence[Writer]) -> dict:
+        return {'samples': self.samples, 'failed_attempts': self.failures,
+                'promote_seconds': self.promotions,
+                'recipes': {s.name: s.recipe for s in systems},
+                'fatal': {w.system.name: repr(w.fatal) for w in writers
+                          if w.fatal is not None}}
 
 
 def _warm(pair: IServerPair, writers: Sequence[Writer], settings: dict,
@@ -271,7 +292,7 @@ def add_results(results, figures: dict, settings: dict) -> None:
                 max=_ms(max(samples)) if len(done) == len(samples) else None,
                 rounds=len(samples), timed_out=len(samples) - len(done),
                 cap_s=cap, samples_ms=[_ms(s) for s in samples],
-                failed_attempts=figures['failed_attempts'].get(name),
+                failed_attempts=figures['failed_attempts'][scenario][name],
                 fatal=figures['fatal'].get(name))
     for name, rounds in figures['herd'].items():
         done = [r['all_done'] for r in rounds]
