@@ -249,6 +249,7 @@ def _herd_event(pair: IServerPair, system: IFailoverSystem,
         firsts.append(None if first is None else first - t0)
     done = [f for f in firsts if f is not None]
     calls = counter.between(wall, time.time()) if counter else []
+    stopped = [repr(w.fatal) for w in writers if w.fatal is not None]
     return dict(
         threads=len(writers),
         all_done=max(done) if len(done) == len(firsts) else None,
@@ -259,7 +260,8 @@ def _herd_event(pair: IServerPair, system: IFailoverSystem,
         if counter else None,
         library_attempts=None if attempts is None
         else system.attempts() - attempts,
-        failed_unit_attempts=sum(w.failed_attempts for w in writers) - failed)
+        failed_unit_attempts=sum(w.failed_attempts for w in writers) - failed,
+        writers_stopped=len(stopped), fatal=stopped[0] if stopped else None)
 
 
 # -- results -------------------------------------------------------------------
@@ -304,7 +306,8 @@ def add_results(results, figures: dict, settings: dict) -> None:
             threads=rounds[0]['threads'], rounds=len(rounds),
             samples_ms=[_ms(d) for d in done],
             median_thread_ms=[_ms(r['median_done']) for r in rounds],
-            timed_out=sum(r['timed_out'] for r in rounds))
+            timed_out=sum(r['timed_out'] for r in rounds),
+            fatal=([r['fatal'] for r in rounds if r['fatal']] or [None])[0])
         results.add(
             name, 'failover', 'herd-connect-calls',
             statistics.median(calls) if None not in calls else None,
@@ -334,6 +337,8 @@ def summary(results) -> str:
                     else '-', e['rounds'])
             if e.get('timed_out'):
                 extra += ', %d timed out' % e['timed_out']
+            if e.get('fatal'):
+                extra += '; THE WRITER STOPPED: %s' % e['fatal']
         else:
             value = '%s %s' % (e['median'], e['unit'])
             extra = ''

@@ -7,7 +7,9 @@ returning the server's own address and port, so that the writer knows
 which server took it.
 
 * the library: its defaults (``initZopeless`` with the host list), units
-  run through ``transaction.manager.attempts()``;
+  run through ``transaction.manager.attempts()``, and run again after a
+  ``CommitOutcomeUnknownError`` (a COMMIT lost with its server; the
+  default ``resolve_commit_outcome=False`` does not find out);
 * raw psycopg2: one connection, dropped and made again after an
   OperationalError or InterfaceError, with a 50 ms sleep: the floor;
 * zope.sqlalchemy: what SQLAlchemy's documentation recommends, the
@@ -72,7 +74,8 @@ def library_timeouts() -> Dict[str, str]:
 class LibrarySystem:
     name = 'zopeless'
     recipe = ('initZopeless defaults with the host list; units through '
-              'transaction.manager.attempts()')
+              'transaction.manager.attempts(), run again after '
+              'CommitOutcomeUnknownError')
 
     def __init__(self, hosts: Hosts, **ignored) -> None:
         from canonical.database.reconnect import coordinator_for
@@ -96,9 +99,15 @@ class LibrarySystem:
 
 @implementer(IFailoverClient)
 class LibraryClient:
-    retry_errors = (TransientError,)
 
     def __init__(self, ztm) -> None:
+        from canonical.database.interfaces import CommitOutcomeUnknownError
+        # attempts() runs a unit again after a TransientError.  With the
+        # default resolve_commit_outcome=False a COMMIT lost with its
+        # server raises CommitOutcomeUnknownError instead: the unit is run
+        # again then too, as the anchors run again a unit whose COMMIT
+        # failed (none of them can tell whether it committed).
+        self.retry_errors = (TransientError, CommitOutcomeUnknownError)
         self.ztm = ztm
         # This thread's transactions are explicit, with the database
         # joined to what attempts() begins, as after a job's first begin().
@@ -115,10 +124,12 @@ class LibraryClient:
         return server
 
     def recover(self, error: BaseException) -> None:
-        self.ztm.abort()
+        # attempts() ended the failed attempt's transaction; begin() waits
+        # for a writable server.
+        pass
 
     def close(self) -> None:
-        self.ztm.abort()
+        pass  # the connection lives as long as the thread
 
 
 # -- raw psycopg2 -----------------------------------------------------------------
