@@ -120,7 +120,7 @@ def _singles(pair: IServerPair, names: Sequence[str], settings: dict,
                     first = pair.hosts()[0] == (pair.primary.host,
                                                 pair.primary.port)
                     key += '-first' if first else '-second'
-                failed = {w: w.failed_attempts for w in writers}
+                failed = {w: dict(w.failure_kinds) for w in writers}
                 found, promoting = _event(pair, scenario, writers, settings)
                 tally.add(key, writers, found, failed, promoting)
                 pair.rejoin()
@@ -136,7 +136,8 @@ class _Tally:
 
     def __init__(self) -> None:
         self.samples: Dict[str, Dict[str, list]] = {}
-        self.failures: Dict[str, Dict[str, int]] = {}
+        # scenario -> system -> exception class -> failed attempts
+        self.failures: Dict[str, Dict[str, Dict[str, int]]] = {}
         self.promotions: List[float] = []
 
     def add(self, key: str, writers: Sequence[Writer],
@@ -147,9 +148,11 @@ class _Tally:
             name = w.system.name
             self.samples.setdefault(key, {}).setdefault(name, []).append(
                 found[name])
-            by_name = self.failures.setdefault(key, {})
-            by_name[name] = by_name.get(name, 0) + (
-                w.failed_attempts - failed_before[w])
+            kinds = self.failures.setdefault(key, {}).setdefault(name, {})
+            for kind, count in w.failure_kinds.items():
+                count -= failed_before[w].get(kind, 0)
+                if count:
+                    kinds[kind] = kinds.get(kind, 0) + count
 
     def figures(self, systems: Sequence[IFailoverSystem],
                 writers: Sequence[Writer]) -> dict:
@@ -294,7 +297,10 @@ def add_results(results, figures: dict, settings: dict) -> None:
                 max=_ms(max(samples)) if len(done) == len(samples) else None,
                 rounds=len(samples), timed_out=len(samples) - len(done),
                 cap_s=cap, samples_ms=[_ms(s) for s in samples],
-                failed_attempts=figures['failed_attempts'][scenario][name],
+                failed_attempts=sum(
+                    figures['failed_attempts'][scenario][name].values()),
+                failed_attempt_kinds=figures['failed_attempts'][scenario][
+                    name],
                 fatal=figures['fatal'].get(name))
     for name, rounds in figures['herd'].items():
         done = [r['all_done'] for r in rounds]

@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from zope.interface import implementer
 
@@ -110,6 +110,7 @@ class Writer(threading.Thread):
         self.pause = pause
         self.commits: List[Tuple[float, str]] = []   # (monotonic, server)
         self.failed_attempts = 0
+        self.failure_kinds: Dict[str, int] = {}   # exception class: count
         self.fatal: Optional[BaseException] = None
         self._stopping = threading.Event()
         self._cond = threading.Condition()
@@ -136,6 +137,8 @@ class Writer(threading.Thread):
                 server = client.write('%s-%d' % (self.name, n))
             except client.retry_errors as e:
                 self.failed_attempts += 1
+                kind = type(e).__name__
+                self.failure_kinds[kind] = self.failure_kinds.get(kind, 0) + 1
                 client.recover(e)
                 continue
             with self._cond:
