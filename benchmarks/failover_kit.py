@@ -91,11 +91,6 @@ class ServerPair:
         if self._synchronous:
             self.primary.set_synchronous([old.name])
 
-    def close(self) -> None:
-        for node in self._nodes:
-            with contextlib.suppress(Exception):
-                node.stop('immediate')
-
 
 class Writer(threading.Thread):
     """Runs units through ``system.client()`` until stop(); see the module

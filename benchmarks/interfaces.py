@@ -58,7 +58,8 @@ class IFailoverSystem(Interface):
 
 class IServerPair(Interface):
     """A primary and a streaming standby that swap roles at each failover:
-    the old primary comes back as the standby of its successor."""
+    the old primary comes back as the standby of its successor.  The test
+    kit's Servers that made them deletes them."""
 
     primary = Attribute('The IReplicationNode taking writes now.')
     standby = Attribute('The IReplicationNode streaming from it.')
@@ -87,6 +88,3 @@ class IServerPair(Interface):
         """Bring the old primary back as a streaming standby of the new one
         (pg_rewind), ending whatever connections to it clients still hold
         when it was cut off."""
-
-    def close():
-        """Stop and delete both nodes and their namespaces."""

@@ -73,7 +73,7 @@ def main(argv=None):
     for module, error in problems.items():
         say('anchor unavailable: %s (%s)' % (module, error))
 
-    if only and only <= {'failover'}:
+    if only_failover(wanted):
         # The failover section makes servers of its own.
         return run(args, settings, wanted, available, problems, None, say)
     say('starting the benchmark cluster under %s' % env.CLUSTER_BASE)
