@@ -1,5 +1,6 @@
 """Results: entries, ratios, the terminal table and results.json."""
 
+import contextlib
 import json
 import os
 import sys
@@ -76,6 +77,24 @@ class Results:
             with open(path.replace('.json', '-meta.json'), 'w') as f:
                 json.dump(meta, f, indent=1)
                 f.write('\n')
+
+    def save_section(self, path, workload, meta):
+        """Replace the entries of ``workload`` in the results at ``path``
+        (and its key in the meta file) by this run's, keeping the rest."""
+        entries, extra = [], {}
+        with contextlib.suppress(OSError, ValueError):
+            with open(path) as f:
+                entries = [e for e in json.load(f)
+                           if e.get('workload') != workload]
+        meta_path = path.replace('.json', '-meta.json')
+        with contextlib.suppress(OSError, ValueError):
+            with open(meta_path) as f:
+                extra = json.load(f)
+        extra[workload] = meta
+        merged = Results()
+        merged.entries = entries + [e for e in self.entries
+                                    if e['workload'] == workload]
+        merged.save(path, meta=extra)
 
     def table(self):
         rows = [('workload', 'metric', 'system', 'median', 'p95', 'unit',

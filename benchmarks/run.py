@@ -37,7 +37,8 @@ def parse_args(argv):
                         help='comma-separated workloads to run (read-sql, '
                              'read-orm, write-sql, write-orm, lan (the four '
                              'through a proxy adding %g ms each way), '
-                             'roundtrips, recovery, herd, memory)'
+                             'roundtrips, recovery, herd, memory, failover '
+                             '(on a primary and a standby of its own))'
                              % (LAN_DELAY * 1000))
     parser.add_argument('--profile', action='store_true',
                         help='also profile the library (cProfile) on the '
@@ -72,6 +73,9 @@ def main(argv=None):
     for module, error in problems.items():
         say('anchor unavailable: %s (%s)' % (module, error))
 
+    if only_failover(wanted):
+        # The failover section makes servers of its own.
+        return run(args, settings, wanted, available, problems, None, say)
     say('starting the benchmark cluster under %s' % env.CLUSTER_BASE)
     with env.BenchCluster() as cluster:
         return run(args, settings, wanted, available, problems, cluster, say)
@@ -82,14 +86,16 @@ def run(args, settings, wanted, available, problems, cluster, say):
     from benchmarks import systems as S
     from benchmarks import workloads as W
     from benchmarks.anchors import make_system
-    setup, (low, high, count) = env.prepare_database(cluster, log=say)
     ids = list(range(1, 31))
     counter = env.ConnectCounter()
     counter.install()
     results = Results()
-    conn_args = (cluster.host, cluster.port, env.DBNAME, env.DBUSER)
-    made = {name: make_system(name, *conn_args) for name in available
-            if name != 'zopeless'}
+    count, conn_args, made = None, None, {}
+    if cluster is not None:
+        setup, (low, high, count) = env.prepare_database(cluster, log=say)
+        conn_args = (cluster.host, cluster.port, env.DBNAME, env.DBUSER)
+        made = {name: make_system(name, *conn_args) for name in available
+                if name != 'zopeless'}
 
     def system(name):
         if name == 'zopeless':
@@ -116,6 +122,8 @@ def run(args, settings, wanted, available, problems, cluster, say):
         plan += [('herd', None, n, 0) for n in S.RESILIENT if n in available]
     if wanted('memory'):
         plan += [('memory', None, n, 0) for n in available]
+    if wanted('failover'):
+        plan.append(('failover', None, None, 0))
     progress = Progress(len(plan))
     started = time.time()
     extra = {'settings': settings, 'started': started,
@@ -236,6 +244,16 @@ def run(args, settings, wanted, available, problems, cluster, say):
                         m['per_1000_instances'] / 1024, 'KiB',
                         floor='sqlobject-plain', instances=m['instances'])
 
+    if wanted('failover'):
+        from benchmarks import failover
+        from benchmarks.failover_systems import FAILOVER_SYSTEMS
+        from benchmarks.failover_systems import available as failover_names
+        S.ZopelessSystem.close_current()   # the section installs its own
+        progress.step('failover')
+        extra['failover'] = failover.run_section(
+            results, args.quick, failover_names(FAILOVER_SYSTEMS, problems),
+            counter, say=lambda m: progress.show(m))
+
     progress.finish()
     fixed = [e for e in results.entries if e.pop('_fixed', False)]
     saved = {id(e): (e['ratio'], e['ratio_to']) for e in fixed}
@@ -245,10 +263,19 @@ def run(args, settings, wanted, available, problems, cluster, say):
     extra['seconds'] = time.time() - started
     output = args.output or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), 'results.json')
-    results.save(output, meta=extra)
+    if only_failover(wanted):
+        # Alone, the section replaces its own figures and keeps the rest.
+        results.save_section(output, 'failover', extra['failover'])
+    else:
+        results.save(output, meta=extra)
     print(results.table())
-    print()
-    print(check_targets(results))
+    if not only_failover(wanted):
+        print()
+        print(check_targets(results))
+    if wanted('failover'):
+        from benchmarks.failover import summary
+        print()
+        print(summary(results))
     if problems:
         print('\nAnchors unavailable: %s' % problems)
     else:
@@ -259,12 +286,18 @@ def run(args, settings, wanted, available, problems, cluster, say):
         'quick' if args.quick else 'full', extra['seconds'],
         output if shown.startswith(os.pardir) else shown))
 
-    if args.profile:
+    if args.profile and cluster is not None:
         print(profile_library(system('zopeless'), ids))
     if 'zopeless' in available and wanted('read-sql'):
         system('zopeless').close()
     counter.uninstall()
     return 0
+
+
+def only_failover(wanted):
+    return wanted('failover') and not any(
+        wanted(w) for w in THROUGHPUT + ('lan', 'roundtrips', 'recovery',
+                                         'herd', 'memory'))
 
 
 def _version(dist):

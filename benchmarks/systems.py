@@ -216,6 +216,15 @@ class ZopelessSystem(System):
             self.ztm.uninstall()
         ZopelessSystem._ztm = None
 
+    @classmethod
+    def close_current(cls):
+        """Uninstall the manager the last instance installed, if any (one
+        manager at a time: the failover section installs its own)."""
+        current = ZopelessSystem._ztm
+        if current is not None and current.installed:
+            current.uninstall()
+        ZopelessSystem._ztm = None
+
 
 class ZopelessResolvedSystem(ZopelessSystem):
     """The library with resolve_commit_outcome: PREPARE, COMMIT PREPARED."""
