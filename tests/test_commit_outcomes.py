@@ -207,6 +207,35 @@ class TestExactOutcomes(FailoverTestCase):
         self.ztm.abort()
         self.assertEqual(self.prepared_left(self.standby), ['0'])
 
+    def test_an_earlier_prepared_transaction_does_not_hide_the_next(self):
+        # Only the PREPARE of one transaction reached the standby; the
+        # next transaction of the same connection loses its COMMIT's
+        # answer in the failover.  On the new primary the first, still
+        # prepared, holds the connection's marker row: it is finished
+        # before the second is looked up, which is then told at once.
+        from canonical.database.ftests.filedm import FileDataManager
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))
+
+        def between_prepare_and_commit_prepared():
+            self.standby.wait_replayed(self.primary.wal_lsn())
+            self.standby.pause_streaming()
+        self.ztm.begin()
+        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('h', 1)")
+        transaction.get().join(FileDataManager(path, 'x'))
+        transaction.get().join(_Hook(between_prepare_and_commit_prepared))
+        self.ztm.commit()
+        self.ztm.begin()
+        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('i', 1)")
+        self.proxy.trap('COMMIT', forward=True, then_refuse=True)
+        self.fail_over_when_waiting()
+        with self.assertRaises(DisconnectionError) as caught:
+            self.ztm.commit()
+        self.assertIn('not on the server now', str(caught.exception))
+        self.assertEqual(rows(self.standby, 'SELECT uid FROM ha_unit'),
+                         ['h'])
+        self.assertEqual(self.prepared_left(self.standby), ['0'])
+
     def test_a_decided_transaction_the_new_primary_lacks_is_lost(self):
         # Two-phase again, but the standby never received the PREPARE:
         # the file data manager has committed its part, the database's
