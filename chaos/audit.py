@@ -185,6 +185,10 @@ def failures(report: Dict[str, Any]) -> List[str]:
     if report.get('resolve_commit_outcome') and units.get('ambiguous'):
         why.append('ambiguous units despite resolve_commit_outcome: %d'
                    % units['ambiguous'])
+    if report.get('resolve_commit_outcome') and (report.get(
+            'commit_outcomes') or {}).get('table_available') is False:
+        why.append('resolve_commit_outcome without its table: the workers '
+                   'could not write commit outcome markers')
     if report.get('split_brain_writes'):
         why.append('an old primary took %d rows after its successor was '
                    'promoted' % report['split_brain_writes'])

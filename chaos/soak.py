@@ -32,6 +32,7 @@ from chaos.workload import JournalBook, Worker
 from canonical.database.cluster import default_base
 from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
 from canonical.database.hosts import servers_for
+from canonical.database.outcomes import outcomes_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
 from canonical.lp import initZopeless
@@ -213,6 +214,12 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             for worker in hung:
                 worker.join(10)
         prepared = prepared_for(ztm.config)
+        outcomes = outcomes_for(ztm.config)
+        report['commit_outcomes'] = {
+            'table_available': outcomes.available,
+            'lookups': outcomes.lookups,
+            'terminated': outcomes.terminated,
+        }
         report['reconnect'] = {
             'attempts': coordinator.attempts,
             'outage_attempts': coordinator.outage_attempts,

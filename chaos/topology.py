@@ -23,6 +23,7 @@ from canonical.database.cluster import Cluster
 from canonical.database.cluster.conf import PASSWORD_ROLE
 from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
 from canonical.database.ftests.tcpproxy import TCPProxy
+from canonical.database.outcomes import CREATE_SQL
 
 __all__ = ['DBNAME', 'MAX_CONNECTIONS', 'SingleTopology', 'TOPOLOGY_KINDS',
            'topology_for', 'make_topology', 'create_database', 'connect',
@@ -94,6 +95,10 @@ def create_database(admin: Any, app: Any, schema: str,
     try:
         cur = conn.cursor()
         cur.execute(schema)
+        # The workers' role may not create tables: the commit outcome
+        # table is made by its owner, as README asks of operators, or
+        # outcomes lost in a failover could not be told.
+        cur.execute(CREATE_SQL)
         cur.execute('INSERT INTO chaos_account (id, balance, opening) '
                     'SELECT g, %s, %s FROM generate_series(1, %s) g',
                     (opening, opening, accounts))

@@ -47,6 +47,10 @@ class SoakTestCase(unittest.TestCase):
                     'ambiguous', 'strangers', 'journal_mismatch'):
             self.assertEqual(units[key], 0, '%s\n%s' % (key, summary))
         self.assertEqual(report['library_wrong'], 0, summary)
+        # The workers wrote commit outcome markers: across a failover only
+        # they tell whether the new primary has a transaction.
+        self.assertIs(report['commit_outcomes']['table_available'], True,
+                      summary)
         self.assertTrue(report['invariant']['holds'], summary)
         for phase in ('leaks', 'final_leaks'):
             self.assertEqual(report[phase]['leaked_backends'], 0, summary)

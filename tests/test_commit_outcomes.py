@@ -207,6 +207,35 @@ class TestExactOutcomes(FailoverTestCase):
         self.ztm.abort()
         self.assertEqual(self.prepared_left(self.standby), ['0'])
 
+    def test_an_earlier_prepared_transaction_does_not_hide_the_next(self):
+        # Only the PREPARE of one transaction reached the standby; the
+        # next transaction of the same connection loses its COMMIT's
+        # answer in the failover.  On the new primary the first, still
+        # prepared, holds the connection's marker row: it is finished
+        # before the second is looked up, which is then told at once.
+        from canonical.database.ftests.filedm import FileDataManager
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))
+
+        def between_prepare_and_commit_prepared():
+            self.standby.wait_replayed(self.primary.wal_lsn())
+            self.standby.pause_streaming()
+        self.ztm.begin()
+        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('h', 1)")
+        transaction.get().join(FileDataManager(path, 'x'))
+        transaction.get().join(_Hook(between_prepare_and_commit_prepared))
+        self.ztm.commit()
+        self.ztm.begin()
+        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('i', 1)")
+        self.proxy.trap('COMMIT', forward=True, then_refuse=True)
+        self.fail_over_when_waiting()
+        with self.assertRaises(DisconnectionError) as caught:
+            self.ztm.commit()
+        self.assertIn('not on the server now', str(caught.exception))
+        self.assertEqual(rows(self.standby, 'SELECT uid FROM ha_unit'),
+                         ['h'])
+        self.assertEqual(self.prepared_left(self.standby), ['0'])
+
     def test_a_decided_transaction_the_new_primary_lacks_is_lost(self):
         # Two-phase again, but the standby never received the PREPARE:
         # the file data manager has committed its part, the database's
@@ -250,10 +279,9 @@ class TestExactOutcomes(FailoverTestCase):
         self.assertEqual(after.timeline, there.timeline + 1)
         self.assertIsNone(there.backend_of(after))  # another server
 
-    def test_without_its_table_an_outcome_lost_in_a_failover_is_unknown(self):
-        # A role that may not create the marker table: transactions
-        # PREPARE, and a COMMIT PREPARED lost in a failover to a standby
-        # that lacks the PREPARE is reported unknown, not committed.
+    def as_password_role(self):
+        """The job logs in as a role that owns nothing: it may write
+        ha_unit, and may not create tables."""
         from canonical.database.cluster import conf
         self.primary.psql('GRANT INSERT, SELECT ON ha_unit TO %s'
                           % conf.PASSWORD_ROLE, dbname='launchpad_ftest')
@@ -265,12 +293,45 @@ class TestExactOutcomes(FailoverTestCase):
                 self.standby.host, self.proxy.port, self.standby.port),
             implicitBegin=False, resolve_commit_outcome=True)
         self.addCleanup(self.uninstall, self.ztm)
+
+    def test_without_its_table_an_outcome_lost_in_a_failover_is_unknown(self):
+        # A role that may not create the marker table: transactions
+        # PREPARE, and a COMMIT PREPARED lost in a failover to a standby
+        # that lacks the PREPARE is reported unknown, not committed; the
+        # error says why and what to do, as resolve_commit_outcome is on.
+        from canonical.database.outcomes import TABLE
+        self.as_password_role()
         self.ztm.begin()
         self.assertIsNone(self.ztm.connection().outcome_slot)
         self.assertIn('may not create it', '\n'.join(self.log.lines()))
         self.ztm.commit()
         self.two_phase_whose_prepare_the_standby_lacks('e')
-        self.assertRaises(CommitOutcomeUnknownError, self.ztm.commit)
+        with self.assertRaises(CommitOutcomeUnknownError) as caught:
+            self.ztm.commit()
+        self.assertIn('may not create the table %s' % TABLE,
+                      str(caught.exception))
+        self.assertIn('create it once as its owner', str(caught.exception))
+        self.assertNotIn('resolve_commit_outcome would tell',
+                         str(caught.exception))
+        self.assertEqual(rows(self.standby, 'SELECT uid FROM ha_unit'), [])
+        self.assertEqual(self.prepared_left(self.standby), ['0'])
+
+    def test_with_its_table_made_by_its_owner_the_same_role_is_told(self):
+        # The same role and failover once the table's owner made it and
+        # granted it, as the warning asks: the answer is exact.
+        from canonical.database.cluster import conf
+        from canonical.database.interfaces import TransactionLostError
+        from canonical.database.outcomes import CREATE_SQL, TABLE
+        self.primary.psql('%s; GRANT SELECT, INSERT, UPDATE, DELETE ON %s '
+                          'TO %s' % (CREATE_SQL, TABLE, conf.PASSWORD_ROLE),
+                          dbname='launchpad_ftest', user='launchpad')
+        self.as_password_role()
+        self.ztm.begin()  # the slot exists and has replicated
+        self.assertIsNotNone(self.ztm.connection().outcome_slot)
+        self.ztm.commit()
+        self.two_phase_whose_prepare_the_standby_lacks('g')
+        with self.assertRaises(TransactionLostError):
+            self.ztm.commit()
         self.assertEqual(rows(self.standby, 'SELECT uid FROM ha_unit'), [])
         self.assertEqual(self.prepared_left(self.standby), ['0'])
 

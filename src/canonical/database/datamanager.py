@@ -47,6 +47,7 @@ from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IServerIdentity
 from canonical.database.interfaces import TransactionLostError
 from canonical.database.interfaces import IZopelessDataManager
+from canonical.database.outcomes import TABLE
 from canonical.database.sqlbase import LAZY_UPDATE_CLASSES
 from canonical.database.sqlbase import ZopelessSQLObjectConnection
 from canonical.database.sqlbase import set_active_connection
@@ -205,9 +206,24 @@ class ZopelessDataManager:
                 % (self.gid, self.db.config.describe())), error)
         raise with_sqlstate(CommitOutcomeUnknownError(
             'The answer to COMMIT PREPARED %s was lost and a failover came '
-            'in between: whether %s has the transaction cannot be told '
-            '(resolve_commit_outcome would tell).'
-            % (self.gid, self.db.config.describe())), error)
+            'in between: whether %s has the transaction cannot be told (%s).'
+            % (self.gid, self.db.config.describe(), self._why_unknown())),
+            error)
+
+    def _why_unknown(self) -> str:
+        if self._slot is not None:
+            return 'the session that had it open held on too long'
+        if not self.db.config.resolve_commit_outcome:
+            return 'resolve_commit_outcome would tell'
+        if self.db.outcomes.available is False:
+            # Without the marker only the gid can be looked up, and a gid
+            # gone from the new primary was committed or never arrived.
+            return ('this role may not create the table %s, so the '
+                    'transaction wrote no commit outcome marker; create it '
+                    'once as its owner, as the WARNING logged at the first '
+                    'connection says, and resolve_commit_outcome will tell'
+                    % TABLE)
+        return 'the transaction had no commit outcome marker'
 
     def tpc_abort(self, txn: ITransaction) -> None:
         try:

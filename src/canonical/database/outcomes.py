@@ -50,7 +50,7 @@ from canonical.database.twophase import orphaned_gids
 from canonical.database.twophase import this_host_prefix
 from canonical.database.txcontrol import rollback_quietly
 
-__all__ = ['CommitOutcomes', 'outcomes_for', 'TABLE']
+__all__ = ['CommitOutcomes', 'outcomes_for', 'TABLE', 'CREATE_SQL']
 
 log = logging.getLogger('canonical.database.outcomes')
 

@@ -124,6 +124,11 @@ def _look(db: IDatabaseConnection, raw: Any, gid: str, commit: bool,
         _wait_for_backend_exit(raw, pid)
     committed = None
     if slot is not None:
+        # This process's prepared transactions this server holds (adopted
+        # as it connected, see prepared.py) lock their connection's slot
+        # row, perhaps this very slot: finished first, as begin() would,
+        # or the lookup would wait on them until its deadline.
+        db.prepared.finish_pending(raw)
         prepared, committed = db.outcomes.lookup(raw, slot, gid, deadline)
         if not prepared and committed is None:
             return UNKNOWN  # the old session held on past the deadline
