@@ -349,8 +349,10 @@ def check_targets(results):
             line += ', SQLObject alone %.2f' % plain['median']
         resolved = results.find(RESOLVED, 'roundtrips', wl)
         if resolved:
-            line += '; %s with resolve_commit_outcome (%s; target 3)' % (
-                'met' if resolved['median'] == 3 else 'MISSED',
+            # The target allows one more for the outcome marker, which now
+            # rides with the BEGIN: fewer meets it.
+            line += '; %s with resolve_commit_outcome (%s; target <= 3)' % (
+                'met' if resolved['median'] <= 3 else 'MISSED',
                 ' '.join(resolved['statements']))
         lines.append(line)
     for wl in THROUGHPUT:
