@@ -281,10 +281,9 @@ class Worker(threading.Thread):
 
 def _release_frames(error: BaseException) -> None:
     """The worker keeps recent exceptions (to count each once): the
-    frames of their tracebacks (those that are done) must not keep the
-    library's connection of this thread alive after the thread ends, past
-    the manager's uninstall(), which closes the connections of live
-    threads only."""
+    frames of their tracebacks (those that are done) need not keep what
+    the attempt used alive after the thread ends.  (The library closes a
+    thread's connection when the thread ends, whatever still holds it.)"""
     for item in error_chain(error):
         traceback.clear_frames(item.__traceback__)
 

@@ -14,6 +14,7 @@ import transaction
 from psycopg2 import sql
 from sqlobject import dberrors
 
+from canonical.database.ftests.waiting import wait_for
 from canonical.database.interfaces import TransactionAbortedError
 from canonical.database.txcontrol import DeclaredCursor
 from canonical.launchpad.database import Person
@@ -398,3 +399,33 @@ class TestThreads(TxTestCase):
         self.assertIsNone(seen[2])
         self.ztm.abort()
         self.assertIsNone(Person._connection)
+
+    def test_a_kept_error_keeps_no_session_of_an_ended_thread(self):
+        # A psycopg2 error keeps its cursor, and the cursor its connection;
+        # an application may keep errors (to report them later, say).  The
+        # session must still end with the thread, and uninstall() must
+        # leave none behind.
+        kept = []
+
+        def other():
+            self.ztm.begin()
+            db = self.ztm.connection()
+            try:
+                db.execute('SELECT 1/0')
+            except dberrors.Error as e:
+                kept.append((db.backend_pid, e))
+            self.ztm.abort()
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        [(pid, error)] = kept
+        raw = error.__cause__.cursor.connection
+        self.ztm.uninstall()
+        self.assertTrue(raw.closed)
+        cursor = self.admin()
+
+        def gone():
+            cursor.execute('SELECT 1 FROM pg_stat_activity WHERE pid = %s',
+                           (pid,))
+            return cursor.fetchone() is None
+        wait_for(gone, 10, 'the session of the ended thread to end')

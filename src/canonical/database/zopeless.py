@@ -45,7 +45,7 @@ log = logging.getLogger('canonical.database.zopeless')
 
 class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
-    its state, and with it the psycopg2 connection, is freed at once."""
+    its state is freed at once, and its session ends with it."""
 
     __slots__ = ('db', 'sqlconn', 'dm', 'begun', 'synchronized',
                  '__weakref__')
@@ -59,6 +59,11 @@ class _ThreadState:
         # Every transaction of the thread since reached the synchronizer, so
         # dm.txn tells whether one is open: no need to ask `transaction`.
         self.synchronized = False
+        # Closed, not merely let go: whatever outlives the thread may still
+        # hold the psycopg2 connection (an error the application kept holds
+        # its cursor, the cursor its connection), and uninstall() reaches
+        # the states of live threads only.
+        weakref.finalize(self, db.close).atexit = False
 
 
 @implementer(ISynchronizer)
