@@ -68,6 +68,25 @@ def library_timeouts() -> Dict[str, str]:
             if config.get(key) is not None}
 
 
+class _Uncounted:
+    """A system that keeps no count of its connection attempts and holds
+    nothing to release."""
+
+    def attempts(self) -> Optional[int]:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class _AbortAndSleep:
+    """An anchor's recipe after a failed unit: abort, sleep, run again."""
+
+    def recover(self, error: BaseException) -> None:
+        transaction.abort()
+        time.sleep(RETRY_SLEEP)
+
+
 # -- the library ---------------------------------------------------------------
 
 @implementer(IFailoverSystem)
@@ -141,7 +160,7 @@ def _libpq_kwargs(hosts: Hosts, libpq: Dict[str, str]) -> Dict[str, str]:
 
 
 @implementer(IFailoverSystem)
-class RawSystem:
+class RawSystem(_Uncounted):
     name = 'raw-psycopg2'
     recipe = ('one connection (host list, read-write, the library\'s '
               'timeouts), made again after an error, 50 ms sleep')
@@ -151,12 +170,6 @@ class RawSystem:
 
     def client(self) -> IFailoverClient:
         return RawClient(self.kwargs)
-
-    def attempts(self) -> Optional[int]:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 @implementer(IFailoverClient)
@@ -189,7 +202,7 @@ class RawClient:
 # -- zope.sqlalchemy ------------------------------------------------------------
 
 @implementer(IFailoverSystem)
-class SQLAlchemySystem:
+class SQLAlchemySystem(_Uncounted):
     name = 'zope.sqlalchemy'
     recipe = ('multi-host URL, target_session_attrs=read-write, '
               'pool_pre_ping; unit retried after a DBAPIError, 50 ms sleep')
@@ -214,15 +227,12 @@ class SQLAlchemySystem:
     def client(self) -> IFailoverClient:
         return SQLAlchemyClient(self)
 
-    def attempts(self) -> Optional[int]:
-        return None
-
     def close(self) -> None:
         self.engine.dispose()
 
 
 @implementer(IFailoverClient)
-class SQLAlchemyClient:
+class SQLAlchemyClient(_AbortAndSleep):
 
     def __init__(self, system: SQLAlchemySystem) -> None:
         from sqlalchemy.exc import DBAPIError
@@ -236,10 +246,6 @@ class SQLAlchemyClient:
         transaction.commit()
         return server
 
-    def recover(self, error: BaseException) -> None:
-        transaction.abort()
-        time.sleep(RETRY_SLEEP)
-
     def close(self) -> None:
         try:
             transaction.abort()
@@ -250,7 +256,7 @@ class SQLAlchemyClient:
 # -- Storm ------------------------------------------------------------------------
 
 @implementer(IFailoverSystem)
-class StormSystem:
+class StormSystem(_Uncounted):
     name = 'storm'
     recipe = ('host list as URI options (read-write); DisconnectionError, '
               'abort (the store reconnects), retry after 50 ms')
@@ -266,15 +272,9 @@ class StormSystem:
     def client(self) -> IFailoverClient:
         return StormClient(self.uri)
 
-    def attempts(self) -> Optional[int]:
-        return None
-
-    def close(self) -> None:
-        pass
-
 
 @implementer(IFailoverClient)
-class StormClient:
+class StormClient(_AbortAndSleep):
 
     def __init__(self, uri: str) -> None:
         from storm.exceptions import DisconnectionError, InterfaceError
@@ -291,10 +291,6 @@ class StormClient:
                                     (uid,)).get_one()[0]
         transaction.commit()
         return server
-
-    def recover(self, error: BaseException) -> None:
-        transaction.abort()
-        time.sleep(RETRY_SLEEP)
 
     def close(self) -> None:
         try:

@@ -102,6 +102,24 @@ class TestExactOutcomes(FailoverTestCase):
         self.fail_over_when_waiting()
         return path
 
+    def commit_with_only_the_prepare_replicated(self, uid):
+        """Commit ``uid`` in two phases (with a file data manager); the
+        standby receives the PREPARE, then stops streaming before the
+        COMMIT PREPARED."""
+        from canonical.database.ftests.filedm import FileDataManager
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))
+
+        def between_prepare_and_commit_prepared():
+            self.standby.wait_replayed(self.primary.wal_lsn())
+            self.standby.pause_streaming()
+        self.ztm.begin()
+        self.ztm.connection().execute(
+            "INSERT INTO ha_unit VALUES (%s, 1)", (uid,))
+        transaction.get().join(FileDataManager(path, 'x'))
+        transaction.get().join(_Hook(between_prepare_and_commit_prepared))
+        self.ztm.commit()
+
     def prepared_left(self, server):
         return rows(server, 'SELECT count(*) FROM pg_prepared_xacts')
 
@@ -185,18 +203,7 @@ class TestExactOutcomes(FailoverTestCase):
     def test_prepared_left_by_a_later_failover_is_finished_by_begin(self):
         # The issue's case: COMMIT PREPARED was acknowledged by the
         # primary, but only the PREPARE reached the standby promoted next.
-        from canonical.database.ftests.filedm import FileDataManager
-        path = os.path.join(tempfile.mkdtemp(), 'out')
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))
-
-        def between_prepare_and_commit_prepared():
-            self.standby.wait_replayed(self.primary.wal_lsn())
-            self.standby.pause_streaming()
-        self.ztm.begin()
-        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('d', 1)")
-        transaction.get().join(FileDataManager(path, 'x'))
-        transaction.get().join(_Hook(between_prepare_and_commit_prepared))
-        self.ztm.commit()
+        self.commit_with_only_the_prepare_replicated('d')
         self.primary.stop('immediate')
         self.proxy.refuse()
         self.standby.promote()
@@ -213,18 +220,7 @@ class TestExactOutcomes(FailoverTestCase):
         # answer in the failover.  On the new primary the first, still
         # prepared, holds the connection's marker row: it is finished
         # before the second is looked up, which is then told at once.
-        from canonical.database.ftests.filedm import FileDataManager
-        path = os.path.join(tempfile.mkdtemp(), 'out')
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))
-
-        def between_prepare_and_commit_prepared():
-            self.standby.wait_replayed(self.primary.wal_lsn())
-            self.standby.pause_streaming()
-        self.ztm.begin()
-        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('h', 1)")
-        transaction.get().join(FileDataManager(path, 'x'))
-        transaction.get().join(_Hook(between_prepare_and_commit_prepared))
-        self.ztm.commit()
+        self.commit_with_only_the_prepare_replicated('h')
         self.ztm.begin()
         self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('i', 1)")
         self.proxy.trap('COMMIT', forward=True, then_refuse=True)
