@@ -174,7 +174,10 @@ class RawSystem(_Uncounted):
 
 @implementer(IFailoverClient)
 class RawClient:
-    retry_errors = (psycopg2.OperationalError, psycopg2.InterfaceError)
+    # psycopg2 2.9.2 (the oldest we support) reported a receive that
+    # timed out (tcp_user_timeout) as a bare DatabaseError, where 2.9.13
+    # says OperationalError: a reconnect loop must take both.
+    retry_errors = (psycopg2.DatabaseError, psycopg2.InterfaceError)
 
     def __init__(self, kwargs: Dict[str, str]) -> None:
         self.kwargs = kwargs
