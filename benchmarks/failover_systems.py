@@ -153,10 +153,15 @@ class LibraryClient:
 
 # -- raw psycopg2 -----------------------------------------------------------------
 
-def _libpq_kwargs(hosts: Hosts, libpq: Dict[str, str]) -> Dict[str, str]:
+def _host_list(hosts: Hosts, libpq: Dict[str, str]) -> Dict[str, str]:
+    """libpq's keywords for a writer of ``hosts``, with ``libpq`` besides."""
     return dict(libpq, host=','.join(h for h, p in hosts),
-                port=','.join(str(p) for h, p in hosts), dbname=DBNAME,
-                user=DBUSER, target_session_attrs='read-write')
+                port=','.join(str(p) for h, p in hosts),
+                target_session_attrs='read-write')
+
+
+def _libpq_kwargs(hosts: Hosts, libpq: Dict[str, str]) -> Dict[str, str]:
+    return dict(_host_list(hosts, libpq), dbname=DBNAME, user=DBUSER)
 
 
 @implementer(IFailoverSystem)
@@ -265,9 +270,7 @@ class StormSystem(_Uncounted):
               'abort (the store reconnects), retry after 50 ms')
 
     def __init__(self, hosts: Hosts, libpq: Dict[str, str], **ignored):
-        options = dict(libpq, target_session_attrs='read-write',
-                       host=','.join(h for h, p in hosts),
-                       port=','.join(str(p) for h, p in hosts))
+        options = _host_list(hosts, libpq)
         # Storm passes URI options on to libpq's connection string.
         self.uri = 'postgres://%s@/%s?%s' % (DBUSER, DBNAME, '&'.join(
             '%s=%s' % item for item in sorted(options.items())))

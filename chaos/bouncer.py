@@ -15,7 +15,6 @@ password of the password-protected role to log in to the server with.
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any, Dict, List, Optional
 
@@ -23,9 +22,9 @@ from zope.interface import implementer
 
 from chaos.faults import Injector
 from chaos.interfaces import IFaultInjector, ITopology
-from chaos.topology import DBNAME, TOPOLOGY_KINDS, connect, seeded_servers
+from chaos.topology import DBNAME, TOPOLOGY_KINDS, ServersTopology
+from chaos.topology import seeded_servers
 from canonical.database.cluster.interfaces import IPgBouncer
-from canonical.database.cluster.interfaces import IReplicationNode
 from canonical.database.cluster.interfaces import PgBouncerError
 
 __all__ = ['BouncerTopology', 'BouncerFaultInjector']
@@ -34,7 +33,7 @@ _PAUSE_LIMIT = 5.0
 
 
 @implementer(ITopology)
-class BouncerTopology:
+class BouncerTopology(ServersTopology):
     """See the module docstring."""
 
     name = 'bouncer'
@@ -43,9 +42,7 @@ class BouncerTopology:
     password = None
 
     def __init__(self, base: str) -> None:
-        self.base = base
-        self.servers: Any = None
-        self.primary: Optional[IReplicationNode] = None
+        super().__init__(base)
         self.bouncer: Optional[IPgBouncer] = None
 
     def start(self, schema: str, accounts: int, opening: int) -> None:
@@ -57,15 +54,6 @@ class BouncerTopology:
     def dbhost(self) -> str:
         return '' if self.bouncer is None else \
             '%s port=%d' % (self.bouncer.host, self.bouncer.port)
-
-    def admin(self, dbname: str = 'postgres', **kw: Any) -> Any:
-        return connect(self.primary.rundir, self.primary.port,
-                       self.primary.superuser, dbname, **kw)
-
-    def app(self) -> Any:
-        return connect(self.primary.rundir, self.primary.port, 'launchpad',
-                       DBNAME, autocommit=False,
-                       application_name='chaos-setup')
 
     def injector(self, seed: Any, kinds: tuple, interval: float,
                  rounds: Optional[int] = None) -> IFaultInjector:
@@ -96,18 +84,9 @@ class BouncerTopology:
         found['baseline'] = 0
         return found
 
-    def release(self) -> None:
-        pass
-
-    def close(self, keep: bool) -> None:
-        if self.servers is None:
-            return
-        if keep:
-            self.bouncer.stop()
-            self.primary.stop('fast')
-        else:
-            self.servers.close()
-            shutil.rmtree(self.base, ignore_errors=True)
+    def stop_kept(self) -> None:
+        self.bouncer.stop()
+        self.primary.stop('fast')
 
 
 class BouncerFaultInjector(Injector):

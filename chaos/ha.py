@@ -16,13 +16,13 @@ the standby is its base backup.
 
 from __future__ import annotations
 
-import shutil
 from typing import Any, Dict, Optional
 
 from zope.interface import implementer
 
 from chaos.interfaces import IFaultInjector, ITopology
-from chaos.topology import DBNAME, TOPOLOGY_KINDS, connect, seeded_servers
+from chaos.topology import DBNAME, TOPOLOGY_KINDS, ServersTopology
+from chaos.topology import seeded_servers
 from canonical.database.cluster.conf import PASSWORD_ROLE
 from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
 from canonical.database.cluster.interfaces import INetworkHost
@@ -37,7 +37,7 @@ def label(node: IReplicationNode) -> str:
 
 
 @implementer(ITopology)
-class HATopology:
+class HATopology(ServersTopology):
     """See the module docstring; ``primary`` and ``standby`` follow the
     roles as faults swap them."""
 
@@ -47,9 +47,7 @@ class HATopology:
     password = PASSWORD_ROLE_PASSWORD
 
     def __init__(self, base: str) -> None:
-        self.base = base
-        self.servers: Any = None
-        self.primary: Optional[IReplicationNode] = None
+        super().__init__(base)
         self.standby: Optional[IReplicationNode] = None
         self.hosts: Dict[str, INetworkHost] = {}
         self.dbhost = ''
@@ -73,18 +71,6 @@ class HATopology:
         """The standby was promoted: it is the primary now."""
         self.primary, self.standby = self.standby, self.primary
 
-    def connect_to(self, node: IReplicationNode, dbname: str = 'postgres',
-                **kw: Any) -> Any:
-        return connect(node.rundir, node.port, node.superuser, dbname, **kw)
-
-    def admin(self, dbname: str = 'postgres', **kw: Any) -> Any:
-        return self.connect_to(self.primary, dbname, **kw)
-
-    def app(self) -> Any:
-        return connect(self.primary.rundir, self.primary.port, 'launchpad',
-                       DBNAME, autocommit=False,
-                       application_name='chaos-setup')
-
     def injector(self, seed: Any, kinds: tuple, interval: float,
                  rounds: Optional[int] = None) -> IFaultInjector:
         from chaos.hafaults import HAFaultInjector
@@ -101,21 +87,12 @@ class HATopology:
         found['leaked_backends'] += on_standby['leaked_backends']
         return found
 
-    def release(self) -> None:
-        pass
-
-    def close(self, keep: bool) -> None:
-        if self.servers is None:
-            return
-        if keep:
-            # The files stay; the namespaces go, as they must.
-            for node in self.servers.nodes:
-                try:
-                    node.stop('fast')
-                except Exception:  # noqa: BLE001 - best effort
-                    pass
-            for host in self.servers.hosts:
-                host.remove()
-        else:
-            self.servers.close()
-            shutil.rmtree(self.base, ignore_errors=True)
+    def stop_kept(self) -> None:
+        # The files stay; the namespaces go, as they must.
+        for node in self.servers.nodes:
+            try:
+                node.stop('fast')
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        for host in self.servers.hosts:
+            host.remove()

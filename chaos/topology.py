@@ -25,7 +25,7 @@ from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
 from canonical.database.ftests.tcpproxy import TCPProxy
 from canonical.database.outcomes import CREATE_SQL
 
-__all__ = ['DBNAME', 'MAX_CONNECTIONS', 'SingleTopology', 'TOPOLOGY_KINDS',
+__all__ = ['DBNAME', 'MAX_CONNECTIONS', 'ServersTopology', 'SingleTopology', 'TOPOLOGY_KINDS',
            'topology_for', 'make_topology', 'create_database', 'connect',
            'seeded_servers']
 
@@ -135,6 +135,44 @@ def seeded_servers(base: str, schema: str, accounts: int,
         servers.close()
         raise
     return servers
+
+
+class ServersTopology:
+    """What the topologies made of the test kit's ``Servers`` share:
+    servers reached over their unix sockets, and their removal.  A
+    subclass says in ``stop_kept()`` how its servers stop when kept."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.servers: Any = None
+        self.primary: Any = None
+
+    def connect_to(self, node: Any, dbname: str = 'postgres',
+                   **kw: Any) -> Any:
+        return connect(node.rundir, node.port, node.superuser, dbname, **kw)
+
+    def admin(self, dbname: str = 'postgres', **kw: Any) -> Any:
+        return self.connect_to(self.primary, dbname, **kw)
+
+    def app(self) -> Any:
+        return connect(self.primary.rundir, self.primary.port, 'launchpad',
+                       DBNAME, autocommit=False,
+                       application_name='chaos-setup')
+
+    def release(self) -> None:
+        pass
+
+    def close(self, keep: bool) -> None:
+        if self.servers is None:
+            return
+        if keep:
+            self.stop_kept()
+        else:
+            self.servers.close()
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def stop_kept(self) -> None:
+        raise NotImplementedError
 
 
 @implementer(ITopology)

@@ -84,20 +84,26 @@ class TestExactOutcomes(FailoverTestCase):
         self.addCleanup(thread.join, 30)
         return thread
 
+    def begin_two_phase(self, uid):
+        """Begin a transaction inserting ``uid`` that a file data manager
+        joins, so that it commits in two phases; the file's path."""
+        from canonical.database.ftests.filedm import FileDataManager
+        path = os.path.join(tempfile.mkdtemp(), 'out')
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))
+        self.ztm.begin()
+        self.ztm.connection().execute(
+            "INSERT INTO ha_unit VALUES (%s, 1)", (uid,))
+        transaction.get().join(FileDataManager(path, 'x'))
+        return path
+
     def two_phase_whose_prepare_the_standby_lacks(self, uid):
         """Start a two-phase commit of ``uid`` (with a file data manager,
         whose file's path is returned) that the standby will not receive:
         the COMMIT PREPARED is lost, then the primary crashes and the
         standby is promoted while commit() waits."""
-        from canonical.database.ftests.filedm import FileDataManager
-        path = os.path.join(tempfile.mkdtemp(), 'out')
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))
         self.standby.wait_replayed(self.primary.wal_lsn())
         self.standby.pause_streaming()
-        self.ztm.begin()
-        self.ztm.connection().execute(
-            "INSERT INTO ha_unit VALUES (%s, 1)", (uid,))
-        transaction.get().join(FileDataManager(path, 'x'))
+        path = self.begin_two_phase(uid)
         self.proxy.trap('COMMIT PREPARED', forward=False, then_refuse=True)
         self.fail_over_when_waiting()
         return path
@@ -106,17 +112,10 @@ class TestExactOutcomes(FailoverTestCase):
         """Commit ``uid`` in two phases (with a file data manager); the
         standby receives the PREPARE, then stops streaming before the
         COMMIT PREPARED."""
-        from canonical.database.ftests.filedm import FileDataManager
-        path = os.path.join(tempfile.mkdtemp(), 'out')
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))
-
         def between_prepare_and_commit_prepared():
             self.standby.wait_replayed(self.primary.wal_lsn())
             self.standby.pause_streaming()
-        self.ztm.begin()
-        self.ztm.connection().execute(
-            "INSERT INTO ha_unit VALUES (%s, 1)", (uid,))
-        transaction.get().join(FileDataManager(path, 'x'))
+        self.begin_two_phase(uid)
         transaction.get().join(_Hook(between_prepare_and_commit_prepared))
         self.ztm.commit()
 
@@ -186,12 +185,7 @@ class TestExactOutcomes(FailoverTestCase):
     def test_prepared_on_the_new_primary_is_finished_at_once(self):
         # Two-phase, with another data manager: the PREPARE reached the
         # standby, the COMMIT PREPARED never left.
-        from canonical.database.ftests.filedm import FileDataManager
-        path = os.path.join(tempfile.mkdtemp(), 'out')
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))
-        self.ztm.begin()
-        self.ztm.connection().execute("INSERT INTO ha_unit VALUES ('c', 1)")
-        transaction.get().join(FileDataManager(path, 'x'))
+        path = self.begin_two_phase('c')
         self.proxy.trap('COMMIT PREPARED', forward=False, then_refuse=True)
         self.fail_over_when_waiting()
         self.ztm.commit()  # decided: finished on the new primary

@@ -9,7 +9,7 @@ there is.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, TypeVar
+from typing import Iterator, Optional, TypeVar, Union
 
 import psycopg2
 from sqlobject import dberrors
@@ -123,10 +123,15 @@ def sqlstate(error: BaseException) -> Optional[str]:
 E = TypeVar('E', bound=BaseException)
 
 
-def with_sqlstate(error: E, cause: Optional[BaseException]) -> E:
-    """``error`` carrying the SQLSTATE of ``cause`` as ``pgcode``, so that
-    callers see the server's code on whatever this library raises."""
-    code = sqlstate(cause) if cause is not None else None
+def with_sqlstate(error: E,
+                  cause: Union[BaseException, str, None]) -> E:
+    """``error`` carrying the SQLSTATE of ``cause`` (an exception, or the
+    code itself) as ``pgcode``, so that callers see the server's code on
+    whatever this library raises."""
+    if isinstance(cause, str):
+        code: Optional[str] = cause
+    else:
+        code = sqlstate(cause) if cause is not None else None
     if code and not getattr(error, 'pgcode', None):
         try:
             error.pgcode = code  # type: ignore[attr-defined]

@@ -293,13 +293,11 @@ class ReconnectCoordinator:
 
     def _raise_unavailable(self, config: IDatabaseConfig) -> None:
         advice = _ADVICE.get(self.last_failure, _ADVICE[None])
-        error = DatabaseUnavailableError(
+        raise with_sqlstate(DatabaseUnavailableError(
             'Database %s still unavailable after %.1f s; giving up as '
             'reconnect_timeout says.  %s'
-            % (config.describe(), config.reconnect_timeout or 0, advice))
-        if self._last_sqlstate:
-            error.pgcode = self._last_sqlstate
-        raise error
+            % (config.describe(), config.reconnect_timeout or 0, advice)),
+            self._last_sqlstate)
 
 
 # The process's coordinator for a configuration's database.

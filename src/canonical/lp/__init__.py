@@ -37,6 +37,7 @@ __all__ = [
     'REPEATABLE_READ_ISOLATION', 'SERIALIZABLE_ISOLATION',
 ]
 
+
 class _Installing:
     """Held while initZopeless() installs.  An object rather than a module
     global, so that forked children can be given a new lock (forksafety).
