@@ -94,7 +94,7 @@ class BenchCluster:
     """
 
     def __init__(self, base=CLUSTER_BASE):
-        from canonical.database.cluster import Cluster
+        from canonical.testing.cluster import Cluster
         self.cluster = Cluster(base=base)
         self.started_here = not self.cluster.status()['running']
         self.cluster.start()

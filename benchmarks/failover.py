@@ -63,7 +63,7 @@ def run_failover(settings: dict, names: Sequence[str], counter=None,
     """Every scenario for the systems ``names``; returns the figures
     (see add_results).  ``servers`` (a test kit Servers) is made, on a
     seed of its own, when not given."""
-    from canonical.database.ftests.servers import ReplicationLayer, Servers
+    from canonical.testing.servers import ReplicationLayer, Servers
     own_seed = servers is None and ReplicationLayer.seed is None
     if own_seed:
         say('failover: making the seed node (sample database)')

@@ -1,7 +1,7 @@
 """The failover section's servers and writers.
 
 ``ServerPair`` is a primary and a streaming standby made with the test
-kit (``canonical.database.ftests.servers.Servers``), each in a network
+kit (``canonical.testing.servers.Servers``), each in a network
 namespace of its own when the machine allows (root, iproute2), so that a
 primary can vanish silently.  At each failover the roles swap; the old
 primary then comes back as the standby of the new one (``follow()``:
@@ -24,9 +24,9 @@ from zope.interface import implementer
 
 from benchmarks.interfaces import IFailoverClient, IFailoverSystem
 from benchmarks.interfaces import IServerPair
-from canonical.database.cluster.interfaces import INetworkHost
-from canonical.database.cluster.interfaces import IReplicationNode
-from canonical.database.cluster.interfaces import NetworkHostError
+from canonical.testing.cluster.interfaces import INetworkHost
+from canonical.testing.cluster.interfaces import IReplicationNode
+from canonical.testing.cluster.interfaces import NetworkHostError
 
 __all__ = ['ServerPair', 'Writer', 'label']
 

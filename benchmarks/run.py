@@ -152,7 +152,7 @@ def run(args, settings, wanted, available, problems, cluster, say):
     throughput([w for w in THROUGHPUT if wanted(w)], system, 'throughput')
 
     if wanted('lan'):
-        from canonical.database.ftests.tcpproxy import TCPProxy
+        from canonical.testing.tcpproxy import TCPProxy
         with TCPProxy(cluster.host, cluster.port) as proxy:
             proxy.set_delay(down=LAN_DELAY, up=LAN_DELAY)
             lan = {}
@@ -169,7 +169,7 @@ def run(args, settings, wanted, available, problems, cluster, say):
         extra['lan_delay_each_way'] = LAN_DELAY
 
     if wanted('roundtrips'):
-        from canonical.database.ftests.tcpproxy import TCPProxy
+        from canonical.testing.tcpproxy import TCPProxy
         proxy = TCPProxy(cluster.host, cluster.port)
         pargs = (proxy.host, proxy.port, env.DBNAME, env.DBUSER)
         for name in counted:

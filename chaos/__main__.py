@@ -8,7 +8,7 @@ import random
 import sys
 
 from chaos.topology import TOPOLOGY_KINDS, topology_for
-from canonical.database.cluster import default_base
+from canonical.testing.cluster import default_base
 
 ALL_KINDS = tuple(k for kinds in TOPOLOGY_KINDS.values() for k in kinds)
 

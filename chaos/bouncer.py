@@ -24,8 +24,8 @@ from chaos.faults import Injector
 from chaos.interfaces import IFaultInjector, ITopology
 from chaos.topology import DBNAME, TOPOLOGY_KINDS, ServersTopology
 from chaos.topology import seeded_servers
-from canonical.database.cluster.interfaces import IPgBouncer
-from canonical.database.cluster.interfaces import PgBouncerError
+from canonical.testing.cluster.interfaces import IPgBouncer
+from canonical.testing.cluster.interfaces import PgBouncerError
 
 __all__ = ['BouncerTopology', 'BouncerFaultInjector']
 

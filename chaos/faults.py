@@ -21,8 +21,8 @@ import psycopg2
 from zope.interface import implementer
 
 from chaos.interfaces import IFaultInjector
-from canonical.database.ftests.interfaces import ITCPProxy
-from canonical.database.ftests.tcpproxy import COMMIT_STATEMENTS
+from canonical.testing.interfaces import ITCPProxy
+from canonical.testing.tcpproxy import COMMIT_STATEMENTS
 
 __all__ = ['KINDS', 'Fault', 'Injector', 'FaultInjector']
 

@@ -9,7 +9,7 @@ whenever the two run in different namespaces), and the soak reads any
 node over its unix socket whatever its network does.  Nodes keep their
 address and port for the whole soak: the faults swap roles, never places.
 
-The servers come from the test kit (``canonical.database.ftests.servers``):
+The servers come from the test kit (``canonical.testing.servers``):
 a seed node holding the soak's database is copied into the first primary;
 the standby is its base backup.
 """
@@ -23,10 +23,10 @@ from zope.interface import implementer
 from chaos.interfaces import IFaultInjector, ITopology
 from chaos.topology import DBNAME, TOPOLOGY_KINDS, ServersTopology
 from chaos.topology import seeded_servers
-from canonical.database.cluster.conf import PASSWORD_ROLE
-from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
-from canonical.database.cluster.interfaces import INetworkHost
-from canonical.database.cluster.interfaces import IReplicationNode
+from canonical.testing.cluster.conf import PASSWORD_ROLE
+from canonical.testing.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.testing.cluster.interfaces import INetworkHost
+from canonical.testing.cluster.interfaces import IReplicationNode
 
 __all__ = ['HATopology', 'label']
 

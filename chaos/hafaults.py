@@ -35,8 +35,8 @@ from chaos.faults import Injector
 from chaos.ha import label
 from chaos.interfaces import ITopology
 from chaos.topology import DBNAME, TOPOLOGY_KINDS
-from canonical.database.cluster.interfaces import IReplicationNode
-from canonical.database.cluster.interfaces import ReplicationError
+from canonical.testing.cluster.interfaces import IReplicationNode
+from canonical.testing.cluster.interfaces import ReplicationError
 
 __all__ = ['HAFaultInjector', 'PARTITION_SECONDS']
 

@@ -28,8 +28,8 @@ from chaos.report import figures, write_json
 from chaos.topology import DBNAME, MAX_CONNECTIONS, TOPOLOGY_KINDS
 from chaos.topology import make_topology, topology_for
 from chaos.workload import JournalBook, Worker
-from canonical.database.cluster import default_base
-from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.testing.cluster import default_base
+from canonical.testing.cluster.conf import PASSWORD_ROLE_PASSWORD
 from canonical.database.hosts import servers_for
 from canonical.database.outcomes import outcomes_for
 from canonical.database.prepared import prepared_for

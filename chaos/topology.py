@@ -19,10 +19,10 @@ from zope.interface import implementer
 
 from chaos.faults import KINDS, FaultInjector
 from chaos.interfaces import IFaultInjector, ITopology
-from canonical.database.cluster import Cluster
-from canonical.database.cluster.conf import PASSWORD_ROLE
-from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
-from canonical.database.ftests.tcpproxy import TCPProxy
+from canonical.testing.cluster import Cluster
+from canonical.testing.cluster.conf import PASSWORD_ROLE
+from canonical.testing.cluster.conf import PASSWORD_ROLE_PASSWORD
+from canonical.testing.tcpproxy import TCPProxy
 from canonical.database.outcomes import CREATE_SQL
 
 __all__ = ['DBNAME', 'MAX_CONNECTIONS', 'ServersTopology', 'SingleTopology', 'TOPOLOGY_KINDS',
@@ -116,8 +116,8 @@ def seeded_servers(base: str, schema: str, accounts: int,
     """A test kit ``Servers`` whose seed (stopped) holds the soak's
     database: its primaries are copies of the seed, much faster than
     loading each again.  ``close()`` deletes the seed too."""
-    from canonical.database.cluster.replication import ReplicationNode
-    from canonical.database.ftests.servers import Servers
+    from canonical.testing.cluster.replication import ReplicationNode
+    from canonical.testing.servers import Servers
     servers = Servers(seed=None)
     seed = ReplicationNode(os.path.join(base, 'seed'), name='seed')
     servers.nodes.append(seed)

@@ -24,9 +24,9 @@ import sys
 import tempfile
 import threading
 
-from canonical.database.cluster import ClusterError
-from canonical.database.cluster import ensure_cluster
-from canonical.database.ftests.proxy import PortForwarder
+from canonical.testing.cluster import ClusterError
+from canonical.testing.cluster import ensure_cluster
+from canonical.testing.proxy import PortForwarder
 from canonical.launchpad.database import Person
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 from canonical.launchpad.scripts import LaunchpadCronScript

@@ -23,7 +23,7 @@ has_server() {
     [ -x "$1/initdb" ] && [ -x "$1/pg_ctl" ] && [ -x "$1/postgres" ]
 }
 
-# The same places canonical.database.cluster looks at.
+# The same places canonical.testing.cluster looks at.
 find_pg_server() {
     local d
     if [ -n "${ZOPELESS_PG_BINDIR:-}" ]; then

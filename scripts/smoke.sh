@@ -18,7 +18,7 @@ trap 'rm -rf "$tmp"' EXIT
 say "installing ${wheels[0]} into a fresh virtualenv"
 make_venv "$PYTHON" "$tmp/venv"
 pip_install "$tmp/venv" "$PWD/${wheels[0]}" || die "pip install of the wheel failed"
-server=$(bin/python -m canonical.database.cluster env) || die "the cluster did not start"
+server=$(bin/python -m canonical.testing.cluster env) || die "the cluster did not start"
 eval "$server"   # PGHOST, PGPORT, PGUSER
 cp scripts/smoke_wheel.py "$tmp/"
 cd "$tmp"

@@ -29,7 +29,7 @@ from canonical.lp.version import __version__
 DBNAME = 'zopeless_smoke'
 
 # The test kit, whose extra needs are the test extra (not installed here).
-TEST_KIT = ('canonical.database.cluster', 'canonical.database.ftests',
+TEST_KIT = ('canonical.testing.cluster', 'canonical.database.ftests',
             'canonical.launchpad.ftests', 'canonical.testing')
 TEST_EXTRA = ('zope.testrunner', 'zope.testing', 'hypothesis', 'twisted')
 

@@ -27,7 +27,7 @@ from benchmarks.interfaces import IServerPair
 from benchmarks.report import Results
 from benchmarks.run import only_failover, parse_args
 from benchmarks.workloads import in_thread
-from canonical.database.ftests.servers import ServersTestCase
+from canonical.testing.servers import ServersTestCase
 
 def deadline(seconds=30.0):
     return time.monotonic() + seconds

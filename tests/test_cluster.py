@@ -1,4 +1,4 @@
-"""Tests of the private PostgreSQL cluster (canonical.database.cluster).
+"""Tests of the private PostgreSQL cluster (canonical.testing.cluster).
 
 Tests that stop, kill or restart a server use their own throwaway cluster
 in a temporary directory, so the shared cluster of the test run is never
@@ -20,12 +20,12 @@ import unittest
 
 import psycopg2
 
-from canonical.database import cluster as cluster_mod
+from canonical.testing import cluster as cluster_mod
 from canonical.database.processes import pid_alive
-from canonical.database.cluster import (
+from canonical.testing.cluster import (
     Cluster, ExternalServer, ExternalServerError,
     ensure_cluster)
-from canonical.database.ftests.waiting import wait_for
+from canonical.testing.waiting import wait_for
 from canonical.testing.layers import DatabaseLayer
 
 
@@ -66,7 +66,7 @@ def cli_env(**extra):
 
 def run_cli(*args, env=None):
     return subprocess.run(
-        [sys.executable, '-m', 'canonical.database.cluster'] + list(args),
+        [sys.executable, '-m', 'canonical.testing.cluster'] + list(args),
         capture_output=True, text=True, env=env or cli_env(), timeout=120)
 
 
@@ -100,6 +100,16 @@ class SharedClusterTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn('running on 127.0.0.1:%s pid %s'
                       % (server.port, server.pid), result.stdout)
+
+    def test_old_module_name_still_works_and_says_so(self):
+        server = ensure_cluster()
+        result = subprocess.run(
+            [sys.executable, '-m', 'canonical.database.cluster', 'status'],
+            capture_output=True, text=True, env=cli_env(), timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('running on 127.0.0.1:%s' % server.port, result.stdout)
+        self.assertIn('deprecated: use python -m canonical.testing.cluster',
+                      result.stderr)
 
     def test_env_output(self):
         server = ensure_cluster()

@@ -17,8 +17,8 @@ import psycopg2
 import transaction
 from transaction.interfaces import TransientError
 
-from canonical.database.ftests.failover import FailoverTestCase
-from canonical.database.ftests.failover import rows
+from canonical.testing.failover import FailoverTestCase
+from canonical.testing.failover import rows
 from canonical.database.identity import ServerConnection
 from canonical.database.identity import identify
 from canonical.database.interfaces import CommitOutcomeUnknownError
@@ -54,7 +54,7 @@ class TestExactOutcomes(FailoverTestCase):
 
     def setUp(self):
         super().setUp()
-        from canonical.database.ftests.tcpproxy import TCPProxy
+        from canonical.testing.tcpproxy import TCPProxy
         self.primary = self.servers.primary()
         self.standby = self.servers.standby(self.primary, 'n2')
         # The job reaches the primary through a proxy that can lose the
@@ -87,7 +87,7 @@ class TestExactOutcomes(FailoverTestCase):
     def begin_two_phase(self, uid):
         """Begin a transaction inserting ``uid`` that a file data manager
         joins, so that it commits in two phases; the file's path."""
-        from canonical.database.ftests.filedm import FileDataManager
+        from canonical.testing.filedm import FileDataManager
         path = os.path.join(tempfile.mkdtemp(), 'out')
         self.addCleanup(shutil.rmtree, os.path.dirname(path))
         self.ztm.begin()
@@ -272,7 +272,7 @@ class TestExactOutcomes(FailoverTestCase):
     def as_password_role(self):
         """The job logs in as a role that owns nothing: it may write
         ha_unit, and may not create tables."""
-        from canonical.database.cluster import conf
+        from canonical.testing.cluster import conf
         self.primary.psql('GRANT INSERT, SELECT ON ha_unit TO %s'
                           % conf.PASSWORD_ROLE, dbname='launchpad_ftest')
         self.ztm.uninstall()
@@ -309,7 +309,7 @@ class TestExactOutcomes(FailoverTestCase):
     def test_with_its_table_made_by_its_owner_the_same_role_is_told(self):
         # The same role and failover once the table's owner made it and
         # granted it, as the warning asks: the answer is exact.
-        from canonical.database.cluster import conf
+        from canonical.testing.cluster import conf
         from canonical.database.interfaces import TransactionLostError
         from canonical.database.outcomes import CREATE_SQL, TABLE
         self.primary.psql('%s; GRANT SELECT, INSERT, UPDATE, DELETE ON %s '

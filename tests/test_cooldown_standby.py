@@ -10,9 +10,9 @@ import threading
 
 import psycopg2
 
-from canonical.database.ftests.logcapture import LogCapture
-from canonical.database.ftests.servers import ServersTestCase
-from canonical.database.ftests.waiting import wait_for
+from canonical.testing.logcapture import LogCapture
+from canonical.testing.servers import ServersTestCase
+from canonical.testing.waiting import wait_for
 from canonical.launchpad.database import Person
 from canonical.launchpad.scripts import TunableLoop
 from canonical.lp import initZopeless

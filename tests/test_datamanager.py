@@ -316,7 +316,7 @@ class ZopelessDataManagerTests(unittest.TestCase):
         self.assertEqual(dm.sqlconn.expired, 1)
 
     def test_sortKey_sorts_after_ordinary_data_managers(self):
-        from canonical.database.ftests.filedm import FileDataManager
+        from canonical.testing.filedm import FileDataManager
         dm, other = self._makeOne(), self._makeOne()
         ordinary = FileDataManager('/tmp/x', '').sortKey()
         self.assertEqual(sorted([dm.sortKey(), ordinary])[-1], dm.sortKey())

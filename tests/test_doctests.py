@@ -14,7 +14,7 @@ import unittest
 
 from zope.testing.cleanup import cleanUp
 
-from canonical.database.ftests.servers import ReplicationLayer
+from canonical.testing.servers import ReplicationLayer
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 from canonical.testing.layers import DatabaseLayer
 

@@ -1,6 +1,6 @@
 """Jobs that write, across failovers: what each event costs them.
 
-Every test makes its own primary and standbys (canonical.database.ftests.
+Every test makes its own primary and standbys (canonical.testing.
 servers) and runs a UnitWriter, a job inserting one row per unit of work
 through transaction.manager.attempts(); the rows tell which server took
 each unit.  Events happen while it writes; the assertions say how many
@@ -16,8 +16,8 @@ import psycopg2
 from sqlobject import dberrors
 from transaction.interfaces import TransientError
 
-from canonical.database.ftests.failover import FailoverTestCase
-from canonical.database.ftests.failover import rows
+from canonical.testing.failover import FailoverTestCase
+from canonical.testing.failover import rows
 from canonical.database.hosts import servers_for
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import DisconnectionError
@@ -162,7 +162,7 @@ class TestErrorsKeepTheirSqlstate(FailoverTestCase):
 class TestReconnectedIsLogged(FailoverTestCase):
 
     def test_after_a_failed_first_statement(self):
-        from canonical.database.ftests.tcpproxy import TCPProxy
+        from canonical.testing.tcpproxy import TCPProxy
         primary = self.servers.primary()
         proxy = TCPProxy(primary.host, primary.port)
         self.addCleanup(proxy.close)

@@ -19,13 +19,13 @@ from zope.interface.verify import verifyObject
 from zope.testing.cleanup import CleanUp
 
 from canonical.database.config import DatabaseConfig
-from canonical.database.ftests.logcapture import LogCapture
+from canonical.testing.logcapture import LogCapture
 from canonical.database.interfaces import ConfigurationError
 from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import InvalidValueError
-from canonical.database.ftests.proxy import free_port
+from canonical.testing.proxy import free_port
 from canonical.launchpad.database import Person
 from canonical.lp import initZopeless
 from canonical.lp import isZopeless

@@ -8,7 +8,7 @@ import unittest
 import psycopg2
 import psycopg2.errors
 
-from canonical.database.cluster import ensure_cluster
+from canonical.testing.cluster import ensure_cluster
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 from canonical.testing.layers import DatabaseLayer, LaunchpadLayer
 

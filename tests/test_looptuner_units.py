@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 
 from canonical.database.datamanager import ZopelessDataManager
 from canonical.database.interfaces import DisconnectionError
-from canonical.database.ftests.logcapture import LogCapture
+from canonical.testing.logcapture import LogCapture
 from canonical.launchpad.database import Person
 from canonical.launchpad.scripts import DBLoopTuner
 from canonical.launchpad.scripts import LoopTuner
@@ -289,8 +289,8 @@ class TestDatabaseChecks(DatabaseTestCase):
         self.assertEqual(tuner.longRunningTransactions(), [])
 
     def test_a_role_that_cannot_see_is_told_once(self):
-        from canonical.database.cluster.conf import PASSWORD_ROLE
-        from canonical.database.cluster.conf import PASSWORD_ROLE_PASSWORD
+        from canonical.testing.cluster.conf import PASSWORD_ROLE
+        from canonical.testing.cluster.conf import PASSWORD_ROLE_PASSWORD
         initZopeless(implicitBegin=False, dbuser=PASSWORD_ROLE,
                      password=PASSWORD_ROLE_PASSWORD)
         capture = LogCapture('canonical.launchpad.scripts')

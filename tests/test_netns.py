@@ -9,10 +9,10 @@ import time
 import psycopg2
 from zope.interface.verify import verifyObject
 
-from canonical.database.cluster.interfaces import INetworkHost
-from canonical.database.cluster.netns import POOL, NetworkHost
-from canonical.database.cluster.netns import remove_leftovers
-from canonical.database.ftests.servers import ServersTestCase
+from canonical.testing.cluster.interfaces import INetworkHost
+from canonical.testing.cluster.netns import POOL, NetworkHost
+from canonical.testing.cluster.netns import remove_leftovers
+from canonical.testing.servers import ServersTestCase
 
 
 def namespaces():

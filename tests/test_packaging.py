@@ -23,7 +23,7 @@ import unittest
 from zope.configuration import xmlconfig
 
 import canonical.lp
-from canonical.database.cluster import Cluster
+from canonical.testing.cluster import Cluster
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.lp import site_zcml_path
 from canonical.lp.version import __version__
@@ -160,7 +160,7 @@ class CommandTests(unittest.TestCase):
         return self.bin_python(*command.split()[1:])
 
     def test_module_options_reach_the_module(self):
-        result = self.bin_python('-m', 'canonical.database.cluster', '--help')
+        result = self.bin_python('-m', 'canonical.testing.cluster', '--help')
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn('--mode {smart,fast,immediate}', result.stdout)
         result = self.bin_python('-c', 'import sys; print(sys.argv[1:])',
@@ -169,26 +169,26 @@ class CommandTests(unittest.TestCase):
 
     def test_readme_cluster_commands(self):
         started = self.readme_command(
-            'bin/python -m canonical.database.cluster start')
+            'bin/python -m canonical.testing.cluster start')
         self.assertEqual(started.returncode, 0, started.stderr)
         cluster = Cluster(self.base)
         self.assertIn('cluster running on 127.0.0.1:%s' % cluster.port,
                       started.stdout)
         status = self.readme_command(
-            'bin/python -m canonical.database.cluster status')
+            'bin/python -m canonical.testing.cluster status')
         self.assertEqual(status.returncode, 0, status.stderr)
         self.assertIn('running on 127.0.0.1:%s pid %s'
                       % (cluster.port, cluster.pid), status.stdout)
-        env = self.readme_command('bin/python -m canonical.database.cluster env')
+        env = self.readme_command('bin/python -m canonical.testing.cluster env')
         self.assertEqual(env.stdout.splitlines()[:2], [
             'export PGHOST=127.0.0.1', 'export PGPORT=%s' % cluster.port])
         stopped = self.readme_command(
-            'bin/python -m canonical.database.cluster stop --mode fast')
+            'bin/python -m canonical.testing.cluster stop --mode fast')
         self.assertEqual((stopped.returncode, stopped.stdout),
                          (0, 'cluster stopped\n'), stopped.stderr)
         self.assertFalse(cluster.is_running())
         status = self.readme_command(
-            'bin/python -m canonical.database.cluster status')
+            'bin/python -m canonical.testing.cluster status')
         self.assertEqual(status.returncode, 3, status.stdout)
 
     def test_a_benchmark_run_stops_the_server_it_started(self):

@@ -3,8 +3,8 @@ the server behind it, has an event: each costs at most one unit, and every
 unit acknowledged is in the database.
 """
 
-from canonical.database.ftests.failover import FailoverTestCase
-from canonical.database.ftests.waiting import wait_for
+from canonical.testing.failover import FailoverTestCase
+from canonical.testing.waiting import wait_for
 
 
 class TestPgBouncerEvents(FailoverTestCase):

@@ -19,10 +19,10 @@ from sqlobject import dberrors
 from transaction.interfaces import TransientError
 from zope.testing.cleanup import cleanUp
 
-from canonical.database.cluster import Cluster
-from canonical.database.ftests.tcpproxy import TCPProxy
-from canonical.database.ftests.waiting import wait_for
-from canonical.database.ftests.logcapture import LogCapture
+from canonical.testing.cluster import Cluster
+from canonical.testing.tcpproxy import TCPProxy
+from canonical.testing.waiting import wait_for
+from canonical.testing.logcapture import LogCapture
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import DatabaseUnavailableError
@@ -489,7 +489,7 @@ class TestCommitInFlight(ProxiedTestCase):
         self.assertEqual(self.karma(), 130)
 
     def test_prepare_cut_in_flight_is_rolled_back(self):
-        from canonical.database.ftests.filedm import FileDataManager
+        from canonical.testing.filedm import FileDataManager
         path = os.path.join(self.tempdir(), 'out')
         self.ztm.begin()
         Person.get(1).karma = 504
@@ -541,7 +541,7 @@ class TestCommitInFlightResolved(TestCommitInFlight):
         self.assertEqual(self.karma(), 505)
 
     def test_commit_prepared_deferred_past_the_timeout(self):
-        from canonical.database.ftests.filedm import FileDataManager
+        from canonical.testing.filedm import FileDataManager
         self.ztm.uninstall()
         self.ztm = self.install(port=self.proxy.port, reconnect_timeout=0.3,
                                 **self.options)
@@ -564,7 +564,7 @@ class TestCommitInFlightResolved(TestCommitInFlight):
         self.assertEqual(self.karma(), 503)
 
     def test_two_phase_commit_cut_during_commit_prepared(self):
-        from canonical.database.ftests.filedm import FileDataManager
+        from canonical.testing.filedm import FileDataManager
         path = os.path.join(self.tempdir(), 'out')
         self.ztm.begin()
         Person.get(1).karma = 502

@@ -14,13 +14,13 @@ import psycopg2
 import psycopg2.errors
 from zope.interface.verify import verifyObject
 
-from canonical.database.cluster import Cluster, ExternalServer
-from canonical.database.cluster.interfaces import IClusterServer
-from canonical.database.cluster.interfaces import IPgBouncer
-from canonical.database.cluster.interfaces import IReplicationNode
-from canonical.database.cluster.interfaces import IServer
-from canonical.database.cluster.interfaces import ReplicationError
-from canonical.database.ftests.servers import ServersTestCase
+from canonical.testing.cluster import Cluster, ExternalServer
+from canonical.testing.cluster.interfaces import IClusterServer
+from canonical.testing.cluster.interfaces import IPgBouncer
+from canonical.testing.cluster.interfaces import IReplicationNode
+from canonical.testing.cluster.interfaces import IServer
+from canonical.testing.cluster.interfaces import ReplicationError
+from canonical.testing.servers import ServersTestCase
 
 
 def connect(server, dbname='launchpad_ftest', **kw):

@@ -8,8 +8,8 @@ import tempfile
 
 import transaction
 
-from canonical.database.ftests.filedm import FileDataManager
-from canonical.database.ftests.tcpproxy import TCPProxy
+from canonical.testing.filedm import FileDataManager
+from canonical.testing.tcpproxy import TCPProxy
 from canonical.launchpad.database import Person
 from canonical.lp import initZopeless
 from test_units import DatabaseTestCase

@@ -22,9 +22,9 @@ from zope.interface.verify import verifyObject
 import canonical.lp
 from canonical.database.config import DatabaseConfig
 from canonical.database.connection import ReconnectingConnection
-from canonical.database.ftests.filedm import FileDataManager
-from canonical.database.ftests.proxy import PortForwarder
-from canonical.database.ftests.proxy import free_port
+from canonical.testing.filedm import FileDataManager
+from canonical.testing.proxy import PortForwarder
+from canonical.testing.proxy import free_port
 from canonical.database.reconnect import ReconnectCoordinator
 from canonical.database.reconnect import coordinator_for
 from canonical.launchpad.database import Person

@@ -15,7 +15,7 @@ import tempfile
 import time
 import unittest
 
-from canonical.database.ftests.proxy import PortForwarder
+from canonical.testing.proxy import PortForwarder
 from canonical.launchpad.scripts.ftests.processes import ScriptProcess
 from canonical.launchpad.scripts.ftests.processes import script_environment
 from canonical.launchpad.scripts.ftests.workscript import WORK_TABLE_SQL

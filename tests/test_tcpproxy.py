@@ -12,9 +12,9 @@ from zope.interface.verify import verifyObject
 
 from canonical.database.ftests import getDBHost
 from canonical.database.ftests import getDBPort
-from canonical.database.ftests.interfaces import ITCPProxy
-from canonical.database.ftests.tcpproxy import TCPProxy
-from canonical.database.ftests.waiting import wait_for
+from canonical.testing.interfaces import ITCPProxy
+from canonical.testing.tcpproxy import TCPProxy
+from canonical.testing.waiting import wait_for
 from canonical.testing.layers import DatabaseLayer
 
 
@@ -166,13 +166,13 @@ class TestWaitFor(unittest.TestCase):
     """The test kit's wait, which the proxy's wait() uses too."""
 
     def test_returns_the_first_true_value(self):
-        from canonical.database.ftests.waiting import wait_for
+        from canonical.testing.waiting import wait_for
         values = iter([0, None, 'ready'])
         self.assertEqual(wait_for(lambda: next(values), 5), 'ready')
 
     def test_times_out_loudly_naming_what_it_waited_for(self):
-        from canonical.database.ftests.interfaces import WaitTimeout
-        from canonical.database.ftests.waiting import wait_for
+        from canonical.testing.interfaces import WaitTimeout
+        from canonical.testing.waiting import wait_for
         condition = threading.Condition()
         with self.assertRaises(WaitTimeout) as caught:
             wait_for(lambda: False, 0.05, 'the moon', condition=condition)

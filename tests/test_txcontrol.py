@@ -14,7 +14,7 @@ import transaction
 from psycopg2 import sql
 from sqlobject import dberrors
 
-from canonical.database.ftests.waiting import wait_for
+from canonical.testing.waiting import wait_for
 from canonical.database.interfaces import TransactionAbortedError
 from canonical.database.txcontrol import DeclaredCursor
 from canonical.launchpad.database import Person
@@ -232,7 +232,7 @@ class TestStatementErrors(TxTestCase):
     def test_other_data_managers_do_not_commit_either(self):
         # Two-phase: the database votes last and refuses, so a data
         # manager that voted yes is rolled back with it.
-        from canonical.database.ftests.filedm import FileDataManager
+        from canonical.testing.filedm import FileDataManager
         self.ztm.begin()
         Person.get(1).karma = 1
         self.assertRaises(dberrors.ProgrammingError,

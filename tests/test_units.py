@@ -241,7 +241,7 @@ class TestHostLists(unittest.TestCase):
 class TestDebug(DatabaseTestCase):
 
     def test_debug_logs_the_sql(self):
-        from canonical.database.ftests.logcapture import LogCapture
+        from canonical.testing.logcapture import LogCapture
         from canonical.launchpad.database import Person
         log = LogCapture('canonical.database.sql')
         self.addCleanup(log.uninstall)
@@ -370,7 +370,7 @@ class TestNoHerd(CleanUp, unittest.TestCase):
 
     def test_threads_arriving_together_make_one_attempt(self):
         import threading
-        from canonical.database.ftests.proxy import free_port
+        from canonical.testing.proxy import free_port
         from canonical.database.interfaces import DatabaseUnavailableError
         # Nothing listens on the port; a slow backoff keeps the prober to
         # its first sleep, so every attempt counted is a thread's own.
@@ -402,7 +402,7 @@ class TestNoHerd(CleanUp, unittest.TestCase):
 class TestInsertRoundTrips(DatabaseTestCase):
 
     def test_creating_a_row_is_one_statement(self):
-        from canonical.database.ftests.logcapture import LogCapture
+        from canonical.testing.logcapture import LogCapture
         from canonical.launchpad.database import Person
         ztm = initZopeless(implicitBegin=False, debug=True)
         ztm.begin()

@@ -1,14 +1,15 @@
-"""Where the test database server is.
+"""Where the test database server is (the seed imports these as
+``canonical.database.ftests.getDBHost`` and ``getDBPort``).
 
 ``getDBHost()`` and ``getDBPort()`` name the server the functional tests
 use: the one PGHOST/PGPORT name when they are set, otherwise the private
-cluster of ``canonical.database.cluster`` (started if needed).
+cluster of ``canonical.testing.cluster`` (started if needed).
 """
 
 import os
 
-from canonical.database.cluster import ensure_cluster
-from canonical.database.cluster.layout import HOST
+from canonical.testing.cluster import ensure_cluster
+from canonical.testing.cluster.layout import HOST
 
 __all__ = ['getDBHost', 'getDBPort']
 

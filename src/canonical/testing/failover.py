@@ -16,9 +16,9 @@ from typing import Any, List
 import transaction
 from transaction.interfaces import TransientError
 
-from canonical.database.ftests.logcapture import LogCapture
-from canonical.database.ftests.servers import ServersTestCase
-from canonical.database.ftests.writer import UnitWriter
+from canonical.testing.logcapture import LogCapture
+from canonical.testing.servers import ServersTestCase
+from canonical.testing.writer import UnitWriter
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.lp import initZopeless

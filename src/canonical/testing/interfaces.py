@@ -8,7 +8,7 @@ __all__ = ['ITCPProxy', 'WaitTimeout']
 
 class WaitTimeout(AssertionError):
     """The state a test waited for did not come in time (see
-    canonical.database.ftests.waiting.wait_for)."""
+    canonical.testing.waiting.wait_for)."""
 
 
 class ITCPProxy(Interface):

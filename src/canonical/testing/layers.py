@@ -20,7 +20,7 @@ import os
 
 from zope.testing.cleanup import cleanUp
 
-from canonical.database.cluster import ensure_cluster
+from canonical.testing.cluster import ensure_cluster
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 
 __all__ = ['DatabaseLayer', 'LaunchpadLayer']

@@ -24,13 +24,13 @@ from typing import List, Optional
 
 from zope.testing.cleanup import cleanUp
 
-from canonical.database.cluster.interfaces import ClusterError
-from canonical.database.cluster.interfaces import INetworkHost
-from canonical.database.cluster.interfaces import IReplicationNode
-from canonical.database.cluster.netns import NetworkHost
-from canonical.database.cluster.pgbouncer import PgBouncer
-from canonical.database.cluster.replication import ReplicationNode
-from canonical.database.ftests.writer import HA_TABLE_SQL
+from canonical.testing.cluster.interfaces import ClusterError
+from canonical.testing.cluster.interfaces import INetworkHost
+from canonical.testing.cluster.interfaces import IReplicationNode
+from canonical.testing.cluster.netns import NetworkHost
+from canonical.testing.cluster.pgbouncer import PgBouncer
+from canonical.testing.cluster.replication import ReplicationNode
+from canonical.testing.writer import HA_TABLE_SQL
 from canonical.database.processes import pid_alive
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 

@@ -16,11 +16,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Deque, NamedTuple, Optional, Tuple
 
-from canonical.database.ftests.pgwire import ENCRYPTION_REQUEST
-from canonical.database.ftests.pgwire import ClientStream
+from canonical.testing.pgwire import ENCRYPTION_REQUEST
+from canonical.testing.pgwire import ClientStream
 
 if TYPE_CHECKING:
-    from canonical.database.ftests.tcpproxy import TCPProxy
+    from canonical.testing.tcpproxy import TCPProxy
 
 __all__ = ['Link', 'Trap', 'close_socket']
 

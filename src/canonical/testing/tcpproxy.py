@@ -11,14 +11,14 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from zope.interface import implementer
 
-from canonical.database.ftests.interfaces import ITCPProxy
-from canonical.database.ftests.pgwire import ROUND_TRIP_KINDS
-from canonical.database.ftests.pgwire import Message
-from canonical.database.ftests.pgwire import query_text
-from canonical.database.ftests.tcplinks import Link
-from canonical.database.ftests.tcplinks import Trap
-from canonical.database.ftests.tcplinks import close_socket
-from canonical.database.ftests.waiting import wait_for
+from canonical.testing.interfaces import ITCPProxy
+from canonical.testing.pgwire import ROUND_TRIP_KINDS
+from canonical.testing.pgwire import Message
+from canonical.testing.pgwire import query_text
+from canonical.testing.tcplinks import Link
+from canonical.testing.tcplinks import Trap
+from canonical.testing.tcplinks import close_socket
+from canonical.testing.waiting import wait_for
 
 __all__ = ['TCPProxy', 'COMMIT_STATEMENTS']
 

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from canonical.database.ftests.interfaces import WaitTimeout
+from canonical.testing.interfaces import WaitTimeout
 
 __all__ = ['WaitTimeout', 'wait_for']
 

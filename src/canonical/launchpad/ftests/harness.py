@@ -14,7 +14,7 @@ The sample database is built once, from the SQL files in
     ...
     setup.tearDown()   # drops the database, closes conn
 
-The server is the one ``canonical.database.cluster.ensure_cluster()``
+The server is the one ``canonical.testing.cluster.ensure_cluster()``
 returns: the private cluster, or an existing server named by PGHOST/PGPORT.
 """
 
@@ -26,7 +26,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from canonical.database.cluster import ensure_cluster
+from canonical.testing.cluster import ensure_cluster
 
 __all__ = ['LaunchpadTestSetup', 'SQL_DIR']
 

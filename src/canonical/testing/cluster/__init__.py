@@ -8,11 +8,11 @@ free port that is recorded in ``var/cluster.json``.
 
 Run it from the command line::
 
-    bin/python -m canonical.database.cluster start|stop|status|env
+    bin/python -m canonical.testing.cluster start|stop|status|env
 
 or from Python::
 
-    from canonical.database.cluster import ensure_cluster
+    from canonical.testing.cluster import ensure_cluster
     cluster = ensure_cluster()
     print(cluster.host, cluster.port, cluster.superuser)
 
@@ -27,7 +27,7 @@ When ``PGHOST`` or ``PGPORT`` name a server other than this cluster,
 
 The package uses the standard library only, so it also runs with a plain
 interpreter, before the project's dependencies are installed:
-``PYTHONPATH=src python3 -m canonical.database.cluster --base DIR start``.
+``PYTHONPATH=src python3 -m canonical.testing.cluster --base DIR start``.
 
 For failover tests, ``ReplicationNode`` (a ``Cluster`` that streams to
 standbys or is one: ``make_standby()``, ``promote()``, ``fence()``,

@@ -1,9 +1,9 @@
-"""Entry point of ``python -m canonical.database.cluster``."""
+"""Entry point of ``python -m canonical.testing.cluster``."""
 
 import sys
 
 # main lives in cli.py: were it defined here, the package's import of it
 # would load this module a second time and runpy would warn on stderr.
-from canonical.database.cluster.cli import main
+from canonical.testing.cluster.cli import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""The command line: ``python -m canonical.database.cluster COMMAND``.
+"""The command line: ``python -m canonical.testing.cluster COMMAND``.
 
 Expected failures print one line on stderr and exit with status 1, so that
 scripts and CI logs show the cause rather than a traceback.
@@ -18,7 +18,7 @@ __all__ = ['main']
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog='python -m canonical.database.cluster',
+        prog='python -m canonical.testing.cluster',
         description='Run the private PostgreSQL cluster of this project.')
     parser.add_argument('command', choices=['start', 'stop', 'status', 'env'])
     parser.add_argument('--base', help='state directory (default: var/)')

@@ -29,7 +29,7 @@ def server_settings(rundir: str, scram: bool) -> str:
     """The text appended to the postgresql.conf initdb wrote."""
     lines = [
         '',
-        '# Settings of the private cluster (canonical.database.cluster)',
+        '# Settings of the private cluster (canonical.testing.cluster)',
         'listen_addresses = %s' % _quote(HOST),
         'unix_socket_directories = %s' % _quote(rundir),
         'max_connections = 300',
@@ -56,7 +56,7 @@ def hba(method: str, networks: Sequence[str] = LOOPBACK_NETWORKS,
     the private networks of test namespaces); ``replication`` also lets
     standbys and pg_basebackup in, which a plain cluster does not need.
     """
-    lines = ['# Written by canonical.database.cluster', 'local all all trust']
+    lines = ['# Written by canonical.testing.cluster', 'local all all trust']
     if replication:
         lines.append('local replication all trust')
     for net in networks:
@@ -80,7 +80,7 @@ def start_settings(port: int, fsync: bool,
                    extra: Optional[Mapping[str, Any]] = None) -> str:
     """The text of zopeless.conf; ``extra`` holds a node's own settings
     (replication, listening address, fencing), empty for a plain cluster."""
-    text = ('# Rewritten at each start by canonical.database.cluster\n'
+    text = ('# Rewritten at each start by canonical.testing.cluster\n'
             'port = %d\nfsync = %s\n' % (port, 'on' if fsync else 'off'))
     for name in sorted(extra or ()):
         text += setting_line(name, extra[name]) + '\n'

@@ -1,4 +1,4 @@
-"""The contracts and exceptions of canonical.database.cluster.
+"""The contracts and exceptions of canonical.testing.cluster.
 
 The exceptions derive from Exception only, not from ZopelessError, so that
 the cluster code keeps to the standard library and runs before the

@@ -35,7 +35,7 @@ MAX_SOCKET_DIR = 80
 
 def _repo_root() -> Optional[str]:
     here = os.path.dirname(os.path.abspath(__file__))
-    # src/canonical/database/cluster/ is four levels below the checkout.
+    # src/canonical/testing/cluster/ is four levels below the checkout.
     root = os.path.normpath(os.path.join(here, *[os.pardir] * 4))
     if os.path.exists(os.path.join(root, 'setup.py')):
         return root

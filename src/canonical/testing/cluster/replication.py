@@ -256,7 +256,7 @@ class ReplicationNode(Cluster):
         settings.update({k: v for k, v in found.items()
                          if k not in settings})
         self._state['settings'] = settings
-        self._write_owned(path, '# Emptied by canonical.database.cluster: '
+        self._write_owned(path, '# Emptied by canonical.testing.cluster: '
                           'the node settings live in zopeless.conf\n')
 
     def _remember(self, **values) -> None:
