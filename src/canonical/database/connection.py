@@ -36,6 +36,7 @@ from canonical.database.interfaces import IServerIdentity
 from canonical.database.outcomes import outcomes_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
+from canonical.database.positions import positions_for
 from canonical.database.twophase import new_gid
 from canonical.database.txcontrol import TransactionControl
 from canonical.database.txcontrol import rollback_quietly
@@ -103,6 +104,7 @@ class ReconnectingConnection(TransactionControl):
         self._servers: IDatabaseServers = servers_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
         self.outcomes: ICommitOutcomes = outcomes_for(config)
+        self.positions = positions_for(config) if config.writes else None
         self.outcome_slot: Optional[str] = None
         self.outcome_token: Optional[str] = None
         self._poller: Any = None
@@ -168,6 +170,8 @@ class ReconnectingConnection(TransactionControl):
             self._servers = servers_for(self.config)
             self.prepared = prepared_for(self.config)
             self.outcomes = outcomes_for(self.config)
+            if self.positions is not None:
+                self.positions = positions_for(self.config)
             self.outcome_slot = self.outcome_token = None
             self._owner = forksafety.generation()
 
@@ -196,13 +200,18 @@ class ReconnectingConnection(TransactionControl):
                      time.monotonic() - started)
         return raw
 
-    def _set_up(self, raw: RawConnection) -> None:
+    def _attach(self, raw: RawConnection) -> None:
+        """Make ``raw`` this connection's."""
         # The library sends BEGIN, COMMIT ... itself (see txcontrol.py).
         raw.autocommit = True
         self._owner = forksafety.adopt(raw)
         self._raw = raw
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
+        self._was_lost = False
+
+    def _set_up(self, raw: RawConnection) -> None:
+        self._attach(raw)
         self.prepared.recover_orphans(raw)
         server = getattr(raw, 'server', None)
         if server is not None:
@@ -212,7 +221,6 @@ class ReconnectingConnection(TransactionControl):
         if self.config.resolve_commit_outcome and self.config.writes and \
                 not self.autocommit:
             self.outcome_slot = self.outcomes.open_slot(raw)
-        self._was_lost = False
 
     def _new_token(self) -> Optional[str]:
         return new_gid() if self.outcome_slot is not None else None

@@ -104,6 +104,18 @@ class DatabaseServers:
     def hosts(self) -> List[str]:
         return [h.label for h in self._hosts]
 
+    def entries(self) -> List[tuple]:
+        """(label, per-host libpq parameters) of each host of the list;
+        one entry with no parameters for a single host."""
+        return [(h.label, dict(h.params)) for h in self._hosts]
+
+    def suspect(self, label: str, config: IDatabaseConfig) -> None:
+        """The host ``label`` timed out (for a reader, say): skip it and
+        probe it in the background, as for a writer's."""
+        for host in self._hosts:
+            if host.label == label:
+                self._suspect(host, config)
+
     def suspects(self) -> List[str]:
         with self._lock:
             return [h.label for h in self._hosts

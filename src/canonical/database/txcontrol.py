@@ -71,6 +71,8 @@ from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import ReadOnlyServerError
 from canonical.database.interfaces import TransactionAbortedError
+from canonical.database.positions import COMMIT_WITH_POSITION
+from canonical.database.positions import CommitPositions
 
 __all__ = ['TransactionControl', 'DeclaredCursor', 'begin_statement',
            'finish_prepared', 'rollback_quietly']
@@ -176,6 +178,8 @@ class TransactionControl:
     outcome_slot: Optional[str] = None
     outcome_token: Optional[str] = None
     replays = 0
+    # This process's commit positions (standbys.py); None for a reader.
+    positions: Optional[CommitPositions] = None
 
     def set_config(self, config: IDatabaseConfig) -> None:
         """Use ``config`` (another isolation level, say) from the next
@@ -380,7 +384,17 @@ class TransactionControl:
 
     def commit(self) -> None:
         if self._open_or_nothing('COMMIT'):
-            self._raw.cursor().execute('COMMIT')
+            positions = self.positions
+            if positions is None or not positions.tracking:
+                self._raw.cursor().execute('COMMIT')
+                if positions is not None:
+                    positions.untracked = True
+                return
+            # Read units on standbys wait for this position (see
+            # standbys.py): it travels in COMMIT's own message.
+            cursor = self._raw.cursor()
+            cursor.execute(COMMIT_WITH_POSITION)
+            positions.note(cursor.fetchone()[0])
 
     def prepare(self, gid: str) -> bool:
         if not self._open_or_nothing('PREPARE TRANSACTION'):
