@@ -7,6 +7,7 @@ from zope.interface.verify import verifyObject
 
 from canonical.database.interfaces import DEFAULT_FLAVOR
 from canonical.database.interfaces import PRIMARY_FLAVOR
+from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import DisallowedStore
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabasePolicy
@@ -17,6 +18,7 @@ from canonical.database.policy import DatabaseBlockedPolicy
 from canonical.database.policy import PrimaryDatabasePolicy
 from canonical.database.policy import StandbyDatabasePolicy
 from canonical.database.policy import StandbyOnlyDatabasePolicy
+from canonical.database.hosts import servers_for
 from canonical.database.standbys import standbys_for
 from canonical.launchpad.database import Person
 from canonical.lp import initZopeless
@@ -202,3 +204,94 @@ class TestPolicies(ReadReplicaTestCase):
                     on = self.in_recovery(ztm)
             # Caught up within standby_catch_up_timeout: the standby.
             self.assertTrue(on)
+
+
+class TestStandbyFailures(ReadReplicaTestCase):
+
+    def test_a_standby_that_stops_mid_unit(self):
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2')
+        ztm = self.install(primary, standby)
+        runs = []
+        with StandbyDatabasePolicy():
+            for attempt in transaction.manager.attempts(3):
+                with attempt:
+                    runs.append(self.in_recovery(ztm))
+                    if len(runs) == 1:
+                        standby.stop('fast')
+                        # As on a primary that died: the unit fails, and
+                        # attempts() runs it again (on the primary now).
+                        with self.assertRaises(DisconnectionError):
+                            Person.get(1).name
+                        raise DisconnectionError('the standby stopped')
+                    self.assertEqual(Person.get(1).name, 'sabdfl')
+        self.assertEqual(runs, [True, False])
+        self.assertEqual(standbys_for(ztm.config).candidates(), [])
+
+    def test_a_silent_standby_costs_its_timeout_once(self):
+        host = self.servers.host()
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2', netns=host)
+        ztm = self.install(primary, standby)
+        with StandbyDatabasePolicy():
+            ztm.begin()
+            self.assertTrue(self.in_recovery(ztm))
+            host.cut()
+            self.assertRaises(DisconnectionError, Person.get, 1)
+            ztm.abort()
+            monitor = standbys_for(ztm.config)
+            servers = servers_for(ztm.config)
+            # Suspect, and skipped by the sampler (which no longer waits on
+            # it either).
+            wait_for(lambda: monitor.hosts()[label(standby)]['role'] ==
+                     'suspect', 20, 'the silent standby to be suspect')
+            self.assertIn(label(standby), servers.suspects())
+            timeouts = dict(servers.timeouts)
+            for i in range(5):
+                ztm.begin()
+                self.assertFalse(self.in_recovery(ztm))
+                ztm.abort()
+            # Left, as the writer leaves a silent primary: no unit tried it.
+            self.assertEqual(servers.timeouts, timeouts)
+            host.restore()
+            wait_for(lambda: label(standby) in
+                     standbys_for(ztm.config).candidates(), 30,
+                     'the standby to be back')
+            ztm.begin()
+            self.assertTrue(self.in_recovery(ztm))
+            ztm.abort()
+
+    def test_primary_down_then_a_standby_promoted(self):
+        primary = self.servers.primary()
+        standby = self.servers.standby(primary, 'n2')
+        ztm = self.install(primary, standby, reconnect_timeout=0.5)
+        with StandbyOnlyDatabasePolicy():
+            ztm.begin()
+            self.assertEqual(Person.get(1).name, 'sabdfl')
+            ztm.abort()
+        primary.stop('fast')
+        # Reads go on on the standby; writers wait, as before.
+        with StandbyOnlyDatabasePolicy():
+            for i in range(3):
+                ztm.begin()
+                self.assertTrue(self.in_recovery(ztm))
+                self.assertEqual(Person.get(1).name, 'sabdfl')
+                ztm.abort()
+        self.assertRaises(DatabaseUnavailableError, ztm.begin)
+
+        standby.promote()
+        monitor = standbys_for(ztm.config)
+        wait_for(lambda: monitor.hosts()[label(standby)]['role'] ==
+                 'primary', 20, 'the promotion to be seen')
+        with StandbyOnlyDatabasePolicy():
+            self.assertRaises(NoUsableStandbyError, ztm.begin)
+        with StandbyDatabasePolicy():
+            ztm.begin()
+            # The promoted server, as the primary now, still read-only.
+            self.assertFalse(self.in_recovery(ztm))
+            self.assertRaises(ReadOnlyUnitError, setattr, Person.get(1),
+                              'displayname', 'x')
+            ztm.abort()
+        ztm.begin()
+        Person.get(1).displayname = 'After'
+        ztm.commit()
