@@ -733,8 +733,8 @@ class IStandbyMonitor(Interface):
     def candidates(floor=0, max_lag=None):
         """Labels of the standbys a read unit may use now, best first:
         answering, still standbys, lag within ``max_lag`` (default
-        max_usable_lag); those known past WAL position ``floor`` first,
-        then the least used."""
+        max_usable_lag); the least used first, then those known past WAL
+        position ``floor``."""
 
     def floor_now():
         """``floor``, once commits whose position is unknown (made before

@@ -38,6 +38,7 @@ from canonical.database.interfaces import IDatabasePolicy
 from canonical.database.interfaces import NoUsableStandbyError
 from canonical.database.interfaces import ReadOnlyUnitError
 from canonical.database.standbys import StandbyMonitor
+from canonical.database.standbys import standbys_for
 from canonical.database.standbys import parse_lsn
 from canonical.database.txcontrol import rollback_quietly
 
@@ -233,6 +234,14 @@ class StandbyConnection(ReconnectingConnection):
         log.info('Read units leave %s: %s.',
                  self.standby or 'the primary', reason)
         self.close()
+
+    def _forget_if_inherited(self) -> None:
+        if self._inherited():
+            # The parent's sampler does not run here: this process's own.
+            self.standby = None
+            self.monitor = standbys_for(self.config.writer)
+            self.monitor.start()
+        super()._forget_if_inherited()
 
     # -- ending ------------------------------------------------------------
 

@@ -259,10 +259,12 @@ class StandbyMonitor:
                 if lag is not None and lag > limit:
                     continue
                 usable.append(host)
-            # Caught up with our commits first, then the least used; ties
-            # at random, so processes spread too.
-            usable.sort(key=lambda h: ((h.replayed or 0) < floor,
-                                       h.readers, random.random()))
+            # The least used first (a standby behind our last commit
+            # costs its catch-up, a round trip or two: a lasting load
+            # weighs more), then those known past it; ties at random, so
+            # processes spread too.
+            usable.sort(key=lambda h: (h.readers, (h.replayed or 0) < floor,
+                                       random.random()))
             return [h.label for h in usable]
 
     def replayed(self, label: str) -> int:

@@ -431,6 +431,9 @@ class TransactionControl:
 
     def finish_prepared(self, gid: str, commit: bool) -> None:
         finish_prepared(self._raw, gid, commit)
+        if commit and self.positions is not None:
+            # Its position is asked of the primary by the next read unit.
+            self.positions.untracked = True
 
     def rollback(self) -> None:
         self._forget_if_inherited()
