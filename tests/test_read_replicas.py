@@ -1,7 +1,6 @@
 """Read units on real standbys: database policies, lag, read-your-writes,
 and standbys that stop, fall silent or are promoted."""
 
-import psycopg2
 import transaction
 from zope.interface.verify import verifyObject
 
@@ -25,12 +24,7 @@ from canonical.lp import initZopeless
 from canonical.testing.failover import dbhost
 from canonical.testing.servers import ServersTestCase
 from canonical.testing.waiting import wait_for
-
-
-def autocommit(server):
-    conn = psycopg2.connect(server.dsn('launchpad_ftest'), connect_timeout=5)
-    conn.autocommit = True
-    return conn
+from test_cooldown_standby import autocommit
 
 
 def label(server):

@@ -148,8 +148,12 @@ class StandbyMonitor:
         """One round: the primary first, so a standby found at or past its
         position is current; suspect hosts are left to hosts.py's
         prober."""
+        # Cleared only when seen set: a commit that sets it after this
+        # look is seen by the next round; one that set it before finished
+        # before the primary is asked below.
         untracked = self._positions.untracked
-        self._positions.untracked = False
+        if untracked:
+            self._positions.untracked = False
         with self._sampling:
             suspects = set(self._servers.suspects())
             for host in sorted(self._hosts, key=lambda h: h.role != 'primary'):
