@@ -8,9 +8,11 @@ from zope.interface.verify import verifyObject
 
 from benchmarks import registry
 from benchmarks.cli import parse_args
+from benchmarks.interfaces import IBenchRun
 from benchmarks.interfaces import IBenchSection
 from benchmarks.output import check_targets
 from benchmarks.report import Results
+from benchmarks.run import Run
 
 
 class TestSectionRegistry(unittest.TestCase):
@@ -55,3 +57,12 @@ class TestSectionRegistry(unittest.TestCase):
             'recovery, herd, memory, failover (on a primary and a standby '
             'of its own)')
         self.assertEqual(parse_args(['--only', 'herd']).only, 'herd')
+
+    def test_a_run_gives_the_sections_what_they_use(self):
+        args = parse_args(['--quick', '--only', 'failover'])
+        run = Run(args, {'rounds': 1}, lambda key: key == 'failover',
+                  ['zopeless'], {}, None, print)
+        verifyObject(IBenchRun, run)
+        wanted = [s.name for s in run.sections if s.is_wanted(run)]
+        self.assertEqual(wanted, ['failover'])
+        self.assertEqual(sum(s.steps(run) for s in run.sections), 1)
