@@ -1,7 +1,8 @@
 """Read units on standbys: what the mechanism costs and what it gives.
 
-``bin/python -m benchmarks.replicas [--seconds S] [--threads N]`` makes a
-primary and two streaming standbys (the test kit's Servers) and reports:
+``bin/bench --only replicas`` (or ``bin/python -m benchmarks.replicas
+[--quick]``) makes a primary and two streaming standbys (the test kit's
+Servers) and reports:
 
 * read throughput, units per second, of N threads each running read units
   (one ``Person.get()``, then commit), with the host list naming the
@@ -22,6 +23,8 @@ standbys' capacity; CPU per unit is the mechanism's cost.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import threading
 import time
@@ -29,7 +32,8 @@ from typing import Any, Dict, List, Optional
 
 import transaction
 
-__all__ = ['main', 'read_throughput', 'read_your_writes']
+__all__ = ['main', 'measure', 'run_section', 'add_results', 'summary',
+           'read_throughput', 'read_your_writes']
 
 
 def read_throughput(ztm: Any, policy: Optional[type], threads: int,
@@ -96,55 +100,104 @@ def read_your_writes(ztm: Any, rounds: int) -> Dict[str, float]:
             'on_standby': on_standby, 'rounds': rounds}
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seconds', type=float, default=5.0)
-    parser.add_argument('--threads', type=int, default=4)
-    parser.add_argument('--rounds', type=int, default=200)
-    args = parser.parse_args(argv)
+CASES = [('zopeless-primary', 0, False),
+         ('zopeless-primary-standby-policy', 0, True),
+         ('zopeless-1-standby', 1, True),
+         ('zopeless-2-standbys', 2, True)]
+FULL = dict(seconds=5.0, threads=4, rounds=200)
+QUICK = dict(seconds=1.5, threads=4, rounds=50)
 
+
+def measure(settings: Dict[str, Any], say: Any = print) -> Dict[str, Any]:
+    """Every case's figures on a primary and two standbys of its own."""
     from canonical.database.policy import StandbyDatabasePolicy
     from canonical.lp import initZopeless
     from canonical.testing.failover import dbhost
     from canonical.testing.servers import ReplicationLayer, Servers
-    ReplicationLayer.setUp()
+    own_seed = ReplicationLayer.seed is None
+    if own_seed:
+        ReplicationLayer.setUp()
     servers = Servers()
+    rows, ryw = [], None
     try:
         primary = servers.primary('ra')
         standbys = [servers.standby(primary, 'rb'),
                     servers.standby(primary, 'rc')]
-        cases = [('primary only, no policy', 0, None),
-                 ('primary only, standby policy', 0, StandbyDatabasePolicy),
-                 ('1 standby, standby policy', 1, StandbyDatabasePolicy),
-                 ('2 standbys, standby policy', 2, StandbyDatabasePolicy)]
-        rows = []
-        for name, count, policy in cases:
+        for name, count, standby_policy in CASES:
+            say('replicas: %s' % name)
+            policy = StandbyDatabasePolicy if standby_policy else None
             ztm = initZopeless(dbname='launchpad_ftest', dbuser='postgres',
                                dbhost=dbhost(primary, *standbys[:count]),
                                implicitBegin=False)
-            read_throughput(ztm, policy, args.threads, 0.5)   # warm
-            for threads in (1, args.threads):
-                rows.append((name, threads, read_throughput(
-                    ztm, policy, threads, args.seconds)))
-            if count:
-                ryw = read_your_writes(ztm, args.rounds)
-            ztm.uninstall()
-        base = {t: r['cpu_us_per_unit'] for n, t, r in rows
-                if n == cases[0][0]}
-        print('%-30s %7s %10s %14s %8s' % ('read units', 'threads',
-                                           'units/s', 'CPU us/unit',
-                                           'CPU x'))
-        for name, threads, r in rows:
-            print('%-30s %7d %10.0f %14.0f %8.2f' % (
-                name, threads, r['units_per_s'], r['cpu_us_per_unit'],
-                r['cpu_us_per_unit'] / base[threads]))
-        print('read-your-writes (2 standbys): commit -> read seeing it: '
-              'median %.2f ms, p90 %.2f ms; %d of %d reads on a standby'
-              % (ryw['median_ms'], ryw['p90_ms'], ryw['on_standby'],
-                 ryw['rounds']))
+            try:
+                read_throughput(ztm, policy, settings['threads'], 0.5)
+                for threads in (1, settings['threads']):
+                    rows.append((name, threads, read_throughput(
+                        ztm, policy, threads, settings['seconds'])))
+                if count == 2:
+                    ryw = read_your_writes(ztm, settings['rounds'])
+            finally:
+                ztm.uninstall()
     finally:
         servers.close()
-        ReplicationLayer.tearDown()
+        if own_seed:
+            ReplicationLayer.tearDown()
+    return {'rows': rows, 'read_your_writes': ryw}
+
+
+def add_results(results: Any, figures: Dict[str, Any]) -> None:
+    """The figures as results.json entries (workload "replicas")."""
+    for name, threads, r in figures['rows']:
+        results.add(name, 'replicas', 'read-units-%d-threads' % threads,
+                    round(r['units_per_s']), 'units/s',
+                    floor='zopeless-primary')
+        results.add(name, 'replicas', 'cpu-per-read-unit-%d-threads'
+                    % threads, round(r['cpu_us_per_unit']), 'us',
+                    floor='zopeless-primary')
+    ryw = figures['read_your_writes']
+    results.add('zopeless-2-standbys', 'replicas',
+                'commit-to-read-seeing-it', round(ryw['median_ms'], 2),
+                'ms', p95=None, p90=round(ryw['p90_ms'], 2),
+                reads_on_standby=ryw['on_standby'], rounds=ryw['rounds'])
+
+
+def summary(results: Any) -> str:
+    lines = ['Read replicas (StandbyDatabasePolicy; ratios to the primary '
+             'without a policy):']
+    for e in results.entries:
+        if e['workload'] != 'replicas':
+            continue
+        line = '  %-32s %-30s %8s %s' % (e['system'], e['metric'],
+                                         e['median'], e['unit'])
+        if e.get('ratio') is not None:
+            line += '  x%.2f' % e['ratio']
+        if 'reads_on_standby' in e:
+            line += '  (p90 %s ms; %d of %d reads on a standby)' % (
+                e['p90'], e['reads_on_standby'], e['rounds'])
+        lines.append(line)
+    return '\n'.join(lines)
+
+
+def run_section(results: Any, quick: bool, say: Any = print) -> dict:
+    """The section as bin/bench runs it: figures into ``results``; returns
+    what results-meta.json keeps of the run."""
+    settings = QUICK if quick else FULL
+    started, load = time.time(), os.getloadavg()
+    add_results(results, measure(settings, say))
+    return dict(settings=settings, python=platform.python_version(),
+                cpus=os.cpu_count(), started=started, loadavg_before=load,
+                loadavg_after=os.getloadavg())
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true')
+    args = parser.parse_args(argv)
+    from benchmarks.report import Results
+    results = Results()
+    run_section(results, args.quick)
+    results.compute_ratios()
+    print(summary(results))
 
 
 if __name__ == '__main__':
