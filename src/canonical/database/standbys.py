@@ -96,6 +96,7 @@ class StandbyMonitor:
         self._lock = threading.Lock()       # the figures below
         self._sampling = threading.Lock()   # the sampler's connections
         self._history: List[Tuple[float, int]] = []
+        self._seen: List[int] = []   # the positions of _history, for bisect
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.samples = 0
@@ -206,7 +207,9 @@ class StandbyMonitor:
     def _note_primary(self, now: float, position: int) -> None:
         if not self._history or position > self._history[-1][1]:
             self._history.append((now, position))
-            del self._history[:-_HISTORY]
+            self._seen.append(position)
+            if len(self._history) > _HISTORY:
+                del self._history[:-_HISTORY], self._seen[:-_HISTORY]
 
     @staticmethod
     def _close(host: _Host) -> None:
@@ -239,8 +242,7 @@ class StandbyMonitor:
         if host.replayed >= self._history[-1][1]:
             return 0.0
         # The first position seen past what the standby replayed.
-        index = bisect.bisect_right([p for _, p in self._history],
-                                    host.replayed)
+        index = bisect.bisect_right(self._seen, host.replayed)
         return max(0.0, time.monotonic() - self._history[index][0])
 
     def hosts(self) -> Dict[str, Dict[str, Any]]:
