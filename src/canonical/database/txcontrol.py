@@ -319,7 +319,13 @@ class TransactionControl:
             # Read units on standbys wait for this position (see
             # standbys.py): it travels in COMMIT's own message.
             cursor = self._raw.cursor()
-            cursor.execute(COMMIT_WITH_POSITION)
+            try:
+                cursor.execute(COMMIT_WITH_POSITION)
+            except BaseException:
+                # It may have committed (a lost answer settled later, say):
+                # the next read unit asks the primary its position.
+                positions.untracked = True
+                raise
             positions.note(cursor.fetchone()[0])
 
     def prepare(self, gid: str) -> bool:
@@ -356,10 +362,11 @@ class TransactionControl:
         return status != _IDLE
 
     def finish_prepared(self, gid: str, commit: bool) -> None:
-        finish_prepared(self._raw, gid, commit)
         if commit and self.positions is not None:
-            # Its position is asked of the primary by the next read unit.
+            # Its position (here, or where a retry finishes it) is asked
+            # of the primary by the next read unit.
             self.positions.untracked = True
+        finish_prepared(self._raw, gid, commit)
 
     def rollback(self) -> None:
         self._forget_if_inherited()
