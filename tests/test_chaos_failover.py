@@ -64,8 +64,16 @@ class SoakTestCase(unittest.TestCase):
 class HASoakTest(SoakTestCase):
 
     def test_failovers_lose_nothing_the_library_reported(self):
-        report, summary = self.soak('ha', duration=5, interval=0.5)
+        report, summary = self.soak('ha', duration=5, interval=0.5,
+                                    readers=1)
         self.assertEqual(report['split_brain_writes'], 0, summary)
+        # Read units ran beside the writers, and none missed a commit the
+        # workers had reported before it began.
+        reads = report['reads']
+        self.assertGreater(reads['reads'], 0, summary)
+        self.assertGreater(reads['uids_checked'], 0, summary)
+        self.assertEqual(reads['violations'], 0, summary)
+        self.assertIn('read units:', summary)
         # Under asynchronous replication the server may lose acknowledged
         # units; they are counted apart (a number, possibly 0), and only
         # units the old primary held and its successor lacked count so.

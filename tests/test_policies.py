@@ -3,6 +3,9 @@ positions, and a database of one server, where read units run on the
 primary, read-only, as Launchpad's policies do on an unreplicated
 database."""
 
+import os
+import shutil
+import tempfile
 import unittest
 
 import transaction
@@ -25,6 +28,7 @@ from canonical.database.positions import commit_floor
 from canonical.database.positions import parse_lsn
 from canonical.database.readers import ReaderConfig
 from canonical.launchpad.database import Person
+from canonical.testing.filedm import FileDataManager
 from canonical.lp import initZopeless
 from test_script_units import Script
 from test_script_units import TempDirMixin
@@ -113,6 +117,26 @@ class TestOneServer(DatabaseTestCase):
         ztm.begin()
         Person(name='somebody', displayname='S')
         ztm.commit()
+
+
+    def test_a_read_unit_commits_in_one_phase_whoever_joined(self):
+        # Nothing to lose: no PREPARE TRANSACTION (which a standby refuses)
+        # even with another data manager and resolve_commit_outcome.
+        ztm = initZopeless(implicitBegin=False, resolve_commit_outcome=True)
+        tmp = tempfile.mkdtemp(prefix='zopeless-policy-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        prepared = []
+        with StandbyDatabasePolicy():
+            ztm.begin()
+            reader = ztm.connection()
+            prepare = reader.prepare
+            reader.prepare = lambda gid: prepared.append(gid) or prepare(gid)
+            Person.get(1)
+            transaction.get().join(FileDataManager(
+                os.path.join(tmp, 'f'), 'x'))
+            ztm.commit()
+        self.assertEqual(prepared, [])
+        self.assertTrue(os.path.exists(os.path.join(tmp, 'f')))
 
 
 class TestScriptOption(TempDirMixin, DatabaseTestCase):

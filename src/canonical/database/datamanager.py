@@ -157,8 +157,11 @@ class ZopelessDataManager:
         self._slot = self.db.outcome_slot if token is not None else None
         self.db.outcomes.hold(self._slot)
         self._server = self.db.server
-        if _is_alone(txn) and (self._slot is not None or
-                               not self.db.config.resolve_commit_outcome):
+        if not self.db.config.writes or _is_alone(txn) and (
+                self._slot is not None or
+                not self.db.config.resolve_commit_outcome):
+            # A read unit (readers.py) has nothing to lose: one phase,
+            # whoever else joined.
             self._commit_one_phase()
             return
         # With others (or resolving without a marker): PREPARE, so a lost
@@ -275,6 +278,8 @@ class ZopelessDataManager:
             if self._slot is not None:
                 self._settle_commit(e)
                 return
+            if not self.db.config.writes:
+                raise self.db.lost_in_transaction(e) from e
             raise with_sqlstate(CommitOutcomeUnknownError(
                 '%s\n(The connection to %s died while COMMIT was in flight: '
                 'the transaction may or may not have committed.  Check '
