@@ -254,10 +254,27 @@ class HAFaultInjector(Injector):
         standby = self.topology.standby
         self._synchronous(False)
         host = self.topology.host_of(standby)
-        host.cut(silent=True)
+        conn = self.topology.connect_to(standby, DBNAME)
         try:
-            time.sleep(PARTITION_SECONDS + a)
+            cur = conn.cursor()
+            cur.execute('SELECT now()')
+            cut_at = cur.fetchone()[0]
+            host.cut(silent=True)
+            try:
+                time.sleep(PARTITION_SECONDS + a)
+            finally:
+                host.restore()
+            # Sessions from before the cut were given up by their clients
+            # (keepalives, tcp_user_timeout) without the server hearing of
+            # it: end them, as the server's own keepalives would, hours
+            # later by default.
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM "
+                "pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND backend_start < %s AND pid <> pg_backend_pid()",
+                (cut_at,))
+            ended = cur.fetchone()[0]
         finally:
-            host.restore()
-        return {'standby': label(standby),
+            conn.close()
+        return {'standby': label(standby), 'stale_sessions_ended': ended,
                 'silent_for': round(PARTITION_SECONDS + a, 3)}

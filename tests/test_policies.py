@@ -97,8 +97,11 @@ class TestReaderConfig(unittest.TestCase):
         self.assertFalse(reader.writes)
         # Shared with the writer: one host list, one coordinator.
         self.assertEqual(reader.database_key(), config.database_key())
-        self.assertEqual(ReaderConfig(reader, 'primary').connect_kwargs()[
-            'target_session_attrs'], 'primary')
+        # The fallback to the primary connects (and is checked) as the
+        # writer does; the session is made read-only afterwards.
+        fallback = ReaderConfig(reader, 'primary')
+        self.assertEqual(fallback.connect_kwargs(), config.connect_kwargs())
+        self.assertTrue(fallback.writes)
 
 
 class TestOneServer(DatabaseTestCase):

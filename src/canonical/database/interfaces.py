@@ -778,8 +778,9 @@ class IStandbyMonitor(Interface):
 
     def floor_now():
         """``floor``, once commits whose position is unknown (made before
-        tracking began, or in autocommit mode) are covered by the
-        primary's position, asked now."""
+        tracking began, two-phase, or whose answer was lost) are covered
+        by the primary's position, asked now; None when no primary
+        answered (then only the primary may serve a read unit)."""
 
     def tracking():
         """True once a standby policy was used: commits then report their

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import psycopg2
 from zope.interface import implementer
@@ -47,27 +47,33 @@ __all__ = ['ReaderConfig', 'StandbyConnection']
 log = logging.getLogger('canonical.database.readers')
 
 _READ_ONLY_OPTION = '-c default_transaction_read_only=on'
+_READ_ONLY_SESSION = 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY'
 
 
 @implementer(IDatabaseConfig)
 class ReaderConfig:
     """The writer's configuration as a read unit connects with it: the
     same database (its database_key, so the process's coordinator and
-    host list are shared), read-only sessions, and ``target`` as libpq's
-    target_session_attrs ('any' to a chosen standby, 'primary' for the
-    fallback: 'read-write' would refuse the read-only session)."""
-
-    writes = False
+    host list are shared).  ``target`` 'any' (a chosen standby): sessions
+    read-only from their start-up packet.  ``target`` 'primary' (the
+    fallback): the writer's own settings and checks (a demoted primary on
+    an older timeline is refused, as for a writer), the session then made
+    read-only by the reader (see StandbyConnection)."""
 
     def __init__(self, config: IDatabaseConfig, target: str = 'any') -> None:
         self.writer = getattr(config, 'writer', config)
         self.target = target
+        self.writes = target == 'primary'
 
     def __getattr__(self, name: str) -> Any:
+        if name == 'writer':
+            raise AttributeError(name)  # not made by __init__ (a copy)
         return getattr(self.writer, name)
 
     def connect_kwargs(self) -> Dict[str, str]:
         kwargs = self.writer.connect_kwargs()
+        if self.target == 'primary':
+            return kwargs
         kwargs['target_session_attrs'] = self.target
         kwargs['options'] = (kwargs.get('options', '') + ' ' +
                              _READ_ONLY_OPTION).strip()
@@ -125,9 +131,10 @@ class StandbyConnection(ReconnectingConnection):
     def _max_lag(self) -> Optional[float]:
         return getattr(self.policy, 'max_usable_lag', None)
 
-    def _kept(self, floor: int, deadline: float) -> Optional[str]:
+    def _kept(self, floor: Optional[int],
+              deadline: float) -> Optional[str]:
         """Why the live connection must be left for this unit, or None."""
-        candidates = self.monitor.candidates(floor, self._max_lag())
+        candidates = self._candidates(floor)
         if self.standby is None:
             if candidates:
                 return 'a standby is fit for read units again'
@@ -135,10 +142,13 @@ class StandbyConnection(ReconnectingConnection):
                     not self.policy.allows_primary_fallback():
                 return '%s never uses the primary' % (
                     type(self.policy).__name__)
-            return None
+            return self._unusable(self._raw)
         if self._raw.info.parameter_status('in_hot_standby') == 'off':
             self.monitor.note_role(self.standby, 'primary')
             return 'the standby %s was promoted' % self.standby
+        if floor is None:
+            return ('the position of this process\'s last commit is not '
+                    'known (no primary answered)')
         if self.standby not in candidates:
             return ('the standby %s is not fit any more (down, promoted, or '
                     'lagging more than max_usable_lag)' % self.standby)
@@ -147,8 +157,13 @@ class StandbyConnection(ReconnectingConnection):
                     'commit in time' % self.standby)
         return None
 
-    def _choose(self, floor: int, deadline: float) -> Any:
-        for label in self.monitor.candidates(floor, self._max_lag()):
+    def _candidates(self, floor: Optional[int]) -> List[str]:
+        if floor is None:
+            return []  # only the primary is sure to have our commits
+        return self.monitor.candidates(floor, self._max_lag())
+
+    def _choose(self, floor: Optional[int], deadline: float) -> Any:
+        for label in self._candidates(floor):
             raw = self._open_standby(label)
             if raw is None:
                 continue
@@ -170,15 +185,32 @@ class StandbyConnection(ReconnectingConnection):
                    self.config.max_usable_lag,
                    self.config.standby_catch_up_timeout,
                    type(self.policy).__name__))
-        # The primary, waiting through an outage as a writer does.
+        # The primary, reached and checked as a writer does (waiting
+        # through an outage), then read-only for the rest of the session.
         timeout = self.config.reconnect_timeout
         raw = self._coordinator.connect(
             ReaderConfig(self.config, 'primary'),
             None if timeout is None else time.monotonic() + timeout,
             reason='lost' if self._was_lost else None)
+        try:
+            raw.autocommit = True
+            raw.cursor().execute(_READ_ONLY_SESSION)
+        except psycopg2.Error as e:
+            raw.close()
+            raise self.lost_in_transaction(e) from e
         self._attach(raw)
         self.standby = None
         return raw
+
+    def _unusable(self, raw: Any) -> Optional[str]:
+        """Why the primary a read unit fell back to may not be kept."""
+        server = getattr(raw, 'server', None)
+        if server is not None and self._servers.is_stale(server):
+            return ('the server is a demoted primary (timeline %s was '
+                    'followed by a later one)' % server.timeline)
+        if raw.info.parameter_status('in_hot_standby') == 'on':
+            return 'the primary became a standby'
+        return None
 
     def _open_standby(self, label: str) -> Any:
         kwargs = self.config.connect_kwargs()

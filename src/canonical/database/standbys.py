@@ -157,17 +157,24 @@ class StandbyMonitor:
             self._positions.untracked = False
         with self._sampling:
             suspects = set(self._servers.suspects())
+            primary = None
             for host in sorted(self._hosts, key=lambda h: h.role != 'primary'):
                 if host.label in suspects and len(self._hosts) > 1:
                     host.role = 'suspect'
                     self._close(host)
                     continue
-                self._sample_host(host)
+                position = self._sample_host(host)
+                if position is not None:
+                    primary = max(primary or 0, position)
             with self._lock:
-                if untracked and self._history:
-                    # Commits nobody asked the position of are behind the
-                    # primary's position now.
-                    self._positions.raise_to(self._history[-1][1])
+                if untracked:
+                    if primary is None:
+                        # Nobody to ask: still unknown, asked again.
+                        self._positions.untracked = True
+                    else:
+                        # Commits nobody asked the position of are behind
+                        # the primary's position now.
+                        self._positions.raise_to(primary)
                 self.samples += 1
 
     def _connect_kwargs(self, host: _Host) -> Dict[str, str]:
@@ -177,7 +184,8 @@ class StandbyMonitor:
         kwargs['application_name'] = 'zopeless-standby-monitor'
         return kwargs
 
-    def _sample_host(self, host: _Host) -> None:
+    def _sample_host(self, host: _Host) -> Optional[int]:
+        """Sample ``host``; its position when it is a primary."""
         try:
             if host.conn is None or host.conn.closed:
                 host.conn = psycopg2.connect(**self._connect_kwargs(host))
@@ -193,16 +201,18 @@ class StandbyMonitor:
             if connect_failure_kind(e) == 'timeout' or \
                     'timed out' in reason.lower():
                 self._servers.suspect(host.label, self.config)
-            return
+            return None
         now = time.monotonic()
         with self._lock:
             if in_recovery:
+                # The latest figure, not the highest: a server rewound
+                # after a failover replays another history.
                 host.role = 'standby'
-                replayed = parse_lsn(position)
-                host.replayed = max(replayed, host.replayed or 0)
-            else:
-                host.role = 'primary'
-                self._note_primary(now, parse_lsn(position))
+                host.replayed = parse_lsn(position)
+                return None
+            host.role = 'primary'
+            self._note_primary(now, parse_lsn(position))
+            return parse_lsn(position)
 
     def _note_primary(self, now: float, position: int) -> None:
         if not self._history or position > self._history[-1][1]:
@@ -300,11 +310,14 @@ class StandbyMonitor:
         host = self._host(label)
         return dict(host.params) if host is not None else {}
 
-    def floor_now(self) -> int:
+    def floor_now(self) -> Optional[int]:
         """``floor``, with commits nobody asked the position of (before
-        tracking, autocommit) covered by one sampling round now."""
+        tracking, two-phase, a lost answer) covered by one sampling round
+        now; None when no primary answered it."""
         if self._positions.untracked:
             self.sample()
+            if self._positions.untracked:
+                return None
         return self._positions.floor
 
 
