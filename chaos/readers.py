@@ -21,9 +21,9 @@ import transaction
 
 from chaos.models import Transfer
 from chaos.workload import error_name
+from chaos.workload import set_up_thread
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.interfaces import DisconnectionError
-from canonical.database.interfaces import NoTransactionError
 from canonical.database.policy import StandbyDatabasePolicy
 
 __all__ = ['ReadChecker']
@@ -60,12 +60,7 @@ class ReadChecker(threading.Thread):
 
     def run(self) -> None:
         try:
-            try:
-                # As a worker does: any call of the manager sets this
-                # thread up before attempts() begins a transaction.
-                self.ztm.abort()
-            except NoTransactionError:
-                pass
+            set_up_thread(self.ztm)
             while not self.stop.is_set():
                 self._read_once()
         except BaseException as e:  # noqa: BLE001 - reported by the audit
