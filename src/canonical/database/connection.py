@@ -4,6 +4,10 @@ Healthy transactions pay nothing for the reconnection logic: begin() does
 one poll() system call (the operating system already knows when the peer
 closed the socket) and sends nothing; BEGIN goes out with the first
 statement (see txcontrol.py, which holds the statement half of the class).
+The checks that a live connection may still be used (its server not a
+demoted primary, not read-only) read what the connection already knows:
+no round trip, no lock, and what they need is looked up once per
+connection, not once per transaction.
 Only when that first statement finds the link dead, which means nothing of
 the transaction has run, is the connection re-established and the statement
 sent again.  Statements after the first are never replayed.
@@ -84,11 +88,17 @@ def reported_read_only(raw: RawConnection) -> Optional[bool]:
     default_transaction_read_only to the client whenever they change, with
     the answer to the next statement: no round trip is needed to know.
     """
-    standby = raw.info.parameter_status('in_hot_standby')
-    fenced = raw.info.parameter_status('default_transaction_read_only')
+    return _reports_read_only(raw.info)
+
+
+def _reports_read_only(info: Any) -> Optional[bool]:
+    # reported_read_only() on the connection's ConnectionInfo, which the
+    # connection keeps: psycopg2 makes a new one at every ``raw.info``.
+    standby = info.parameter_status('in_hot_standby')
+    fenced = info.parameter_status('default_transaction_read_only')
     if standby is None and fenced is None:
         return None
-    return 'on' in (standby, fenced)
+    return standby == 'on' or fenced == 'on'
 
 
 @implementer(IDatabaseConnection)
@@ -106,6 +116,8 @@ class ReconnectingConnection(TransactionControl):
         self.outcome_slot: Optional[str] = None
         self.outcome_token: Optional[str] = None
         self._poller: Any = None
+        self._info: Any = None  # raw.info, kept: see _unusable()
+        self._identity: Optional[IServerIdentity] = None  # raw.server
         self._was_lost = False  # a connection was discarded since the last one
         self.reconnects = 0
         self.replays = 0
@@ -118,7 +130,8 @@ class ReconnectingConnection(TransactionControl):
         One poll() system call; the socket is only peeked at when the
         kernel says something arrived while we were not reading.
         """
-        self._forget_if_inherited()
+        if self._owner != forksafety.generation():
+            self._forget_if_inherited()
         raw = self._raw
         if raw is None:
             return 'not connected'
@@ -143,14 +156,16 @@ class ReconnectingConnection(TransactionControl):
     def _unusable(self, raw: RawConnection) -> Optional[str]:
         """Why a live connection must not be used for the next transaction,
         or None; judged without a round trip."""
-        server = getattr(raw, 'server', None)
+        server = self._identity
         if server is not None and self._servers.is_stale(server):
             # Reached before a failover this process has since followed:
             # a demoted primary, whatever it still accepts.
             return ('the server is a demoted primary (timeline %s was '
                     'followed by a later one)' % server.timeline)
-        if self.config.writes and reported_read_only(raw):
+        if self._writes and _reports_read_only(self._info):
             # Fenced or demoted since we connected: its reports say so.
+            # libpq keeps the server's latest reports (they come with the
+            # answers to statements): reading them is no round trip.
             return 'the server no longer accepts writes'
         return None
 
@@ -162,8 +177,7 @@ class ReconnectingConnection(TransactionControl):
     def _forget_if_inherited(self) -> None:
         if self._inherited():
             # Made before fork(): this process starts afresh.
-            self._raw = self._poller = None
-            self._begin = None
+            self._drop()
             self._coordinator = coordinator_for(self.config)
             self._servers = servers_for(self.config)
             self.prepared = prepared_for(self.config)
@@ -201,6 +215,10 @@ class ReconnectingConnection(TransactionControl):
         raw.autocommit = True
         self._owner = forksafety.adopt(raw)
         self._raw = raw
+        # Asked once, when the connection was made (see identity.py).
+        self._identity = getattr(raw, 'server', None)
+        self._info = raw.info
+        self._control = None
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
         self.prepared.recover_orphans(raw)
@@ -219,7 +237,7 @@ class ReconnectingConnection(TransactionControl):
 
     @property
     def server(self) -> Optional[IServerIdentity]:
-        return getattr(self._raw, 'server', None)
+        return self._identity
 
     def finish_deferred_now(self) -> Dict[str, bool]:
         """Finish deferred prepared transactions on the live connection, if
@@ -238,11 +256,17 @@ class ReconnectingConnection(TransactionControl):
         self.outcomes.retire(self.outcome_slot)
         self.outcome_slot = None
 
+    def _drop(self) -> Optional[RawConnection]:
+        """Forget the connection and what was kept of it; return it."""
+        raw = self._raw
+        self._raw = self._poller = self._info = self._control = None
+        self._begin = None
+        self._identity = None
+        return raw
+
     def discard(self, reason: str) -> None:
         self._forget_if_inherited()
-        raw, self._raw = self._raw, None
-        self._begin = None
-        self._poller = None
+        raw = self._drop()
         if raw is None:
             return
         self._forget_slot()
@@ -258,9 +282,7 @@ class ReconnectingConnection(TransactionControl):
 
     def close(self) -> None:
         self._forget_if_inherited()
-        raw, self._raw = self._raw, None
-        self._begin = None
-        self._poller = None
+        raw = self._drop()
         self._forget_slot()
         if raw is None or raw.closed:
             return
