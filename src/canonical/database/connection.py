@@ -88,17 +88,11 @@ def reported_read_only(raw: RawConnection) -> Optional[bool]:
     default_transaction_read_only to the client whenever they change, with
     the answer to the next statement: no round trip is needed to know.
     """
-    return _reports_read_only(raw.info)
-
-
-def _reports_read_only(info: Any) -> Optional[bool]:
-    # reported_read_only() on the connection's ConnectionInfo, which the
-    # connection keeps: psycopg2 makes a new one at every ``raw.info``.
-    standby = info.parameter_status('in_hot_standby')
-    fenced = info.parameter_status('default_transaction_read_only')
+    standby = raw.info.parameter_status('in_hot_standby')
+    fenced = raw.info.parameter_status('default_transaction_read_only')
     if standby is None and fenced is None:
         return None
-    return standby == 'on' or fenced == 'on'
+    return 'on' in (standby, fenced)
 
 
 @implementer(IDatabaseConnection)
@@ -116,8 +110,14 @@ class ReconnectingConnection(TransactionControl):
         self.outcome_slot: Optional[str] = None
         self.outcome_token: Optional[str] = None
         self._poller: Any = None
-        self._info: Any = None  # raw.info, kept: see _unusable()
-        self._identity: Optional[IServerIdentity] = None  # raw.server
+        # raw.info, kept: psycopg2 makes a new one at every ``raw.info``.
+        self._info: Any = None
+        # raw.server: asked once, when the connection was made (see
+        # identity.py); None when it was not asked.
+        self.server: Optional[IServerIdentity] = None
+        # The servers' timeline_changes when this connection's server was
+        # last found not stale (-1: never).
+        self._timelines_seen = -1
         self._was_lost = False  # a connection was discarded since the last one
         self.reconnects = 0
         self.replays = 0
@@ -130,16 +130,20 @@ class ReconnectingConnection(TransactionControl):
         One poll() system call; the socket is only peeked at when the
         kernel says something arrived while we were not reading.
         """
-        if self._owner != forksafety.generation():
-            self._forget_if_inherited()
+        raw = self._raw
+        if raw is not None and not raw.closed and not self._poller.poll(0):
+            # Nothing arrived while we were not reading: alive.  One that
+            # was inherited across fork() never gets here: forksafety gave
+            # it, in the child, a socket whose peer is closed, which poll()
+            # reports readable.
+            return None
+        self._forget_if_inherited()
         raw = self._raw
         if raw is None:
             return 'not connected'
         if raw.closed:
             return 'the connection was closed'
-        if self._poller.poll(0):
-            return _peer_has_closed(raw)
-        return None
+        return _peer_has_closed(raw)
 
     def ensure_connected(self) -> RawConnection:
         reason = self.death_reason()  # forgets one inherited across fork()
@@ -156,17 +160,26 @@ class ReconnectingConnection(TransactionControl):
     def _unusable(self, raw: RawConnection) -> Optional[str]:
         """Why a live connection must not be used for the next transaction,
         or None; judged without a round trip."""
-        server = self._identity
-        if server is not None and self._servers.is_stale(server):
-            # Reached before a failover this process has since followed:
-            # a demoted primary, whatever it still accepts.
-            return ('the server is a demoted primary (timeline %s was '
-                    'followed by a later one)' % server.timeline)
-        if self._writes and _reports_read_only(self._info):
+        server = self.server
+        changes = self._servers.timeline_changes
+        if server is not None and changes != self._timelines_seen:
+            # This process has followed a failover since the last look.
+            if self._servers.is_stale(server):
+                # Reached before that failover: a demoted primary,
+                # whatever it still accepts.
+                return ('the server is a demoted primary (timeline %s was '
+                        'followed by a later one)' % server.timeline)
+            self._timelines_seen = changes
+        if self._writes:
             # Fenced or demoted since we connected: its reports say so.
             # libpq keeps the server's latest reports (they come with the
             # answers to statements): reading them is no round trip.
-            return 'the server no longer accepts writes'
+            # (reported_read_only(), inline: this runs at every begin().)
+            info = self._info
+            if info.parameter_status('in_hot_standby') == 'on' or \
+                    info.parameter_status(
+                        'default_transaction_read_only') == 'on':
+                return 'the server no longer accepts writes'
         return None
 
     def _inherited(self) -> bool:
@@ -215,8 +228,8 @@ class ReconnectingConnection(TransactionControl):
         raw.autocommit = True
         self._owner = forksafety.adopt(raw)
         self._raw = raw
-        # Asked once, when the connection was made (see identity.py).
-        self._identity = getattr(raw, 'server', None)
+        self.server = getattr(raw, 'server', None)
+        self._timelines_seen = -1
         self._info = raw.info
         self._control = None
         self._poller = select.poll()
@@ -234,10 +247,6 @@ class ReconnectingConnection(TransactionControl):
 
     def _new_token(self) -> Optional[str]:
         return new_gid() if self.outcome_slot is not None else None
-
-    @property
-    def server(self) -> Optional[IServerIdentity]:
-        return self._identity
 
     def finish_deferred_now(self) -> Dict[str, bool]:
         """Finish deferred prepared transactions on the live connection, if
@@ -261,7 +270,7 @@ class ReconnectingConnection(TransactionControl):
         raw = self._raw
         self._raw = self._poller = self._info = self._control = None
         self._begin = None
-        self._identity = None
+        self.server = None
         return raw
 
     def discard(self, reason: str) -> None:

@@ -187,17 +187,20 @@ class TransactionControl:
         self.config = config
         self._begin_sql = begin_statement(config.isolation)
         self._writes = config.writes
+        self.autocommit = self._begin_sql is None
 
-    @property
-    def autocommit(self) -> bool:
-        return self._begin_sql is None
 
     # -- beginning ---------------------------------------------------------
 
     def begin(self) -> RawConnection:
         self._begin = None
-        raw = self._usable_connection()
-        self._make_ready(raw)
+        raw = self._raw
+        if raw is None or self.death_reason() is not None or \
+                self._unusable(raw) is not None:
+            # Not the healthy connection it usually is: look closer.
+            raw = self._usable_connection()
+        if raw.get_transaction_status() != _IDLE or self.prepared.pending():
+            self._make_ready(raw)
         if self.outcome_slot is None:
             # No commit outcome marker: the configuration's BEGIN as it is.
             self.outcome_token = None
@@ -324,7 +327,11 @@ class TransactionControl:
         if begin is None:
             return execute(query, *args)
         try:
-            result = execute(_with_begin(begin, query), *args)
+            if type(query) is str and query:
+                # _with_begin(), inline for the usual query.
+                result = execute(begin + '; ' + query, *args)
+            else:
+                result = execute(_with_begin(begin, query), *args)
         except Exception as e:
             raw = self._raw
             if is_disconnect(e, raw):
@@ -390,7 +397,7 @@ class TransactionControl:
 
     def commit(self) -> None:
         if self._open_or_nothing('COMMIT'):
-            self._control_cursor().execute('COMMIT')
+            (self._control or self._control_cursor()).execute('COMMIT')
 
     def _control_cursor(self) -> Cursor:
         """The connection's cursor for transaction control statements,
