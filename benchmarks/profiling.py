@@ -9,8 +9,9 @@ own (as the throughput workload runs it):
   the client CPU time per transaction beside raw psycopg2's;
 * cProfile aggregated over the same number of transactions, per
   function, filtered to the library (canonical.*), the ``transaction``
-  package and psycopg2 (its C methods include waiting for the server),
-  with the totals of each group.  cProfile adds about a microsecond to
+  package and psycopg2 (its C methods include waiting for the server;
+  the library's poll() of the socket is counted there too), with the
+  totals of each group.  cProfile adds about a microsecond to
   every Python call: compare two runs' tables, not a table with the
   phases.
 """
