@@ -115,9 +115,10 @@ def _table(prof, n, out, rows=25):
     for own, cum, calls, group, where in entries[:rows]:
         out.write('  %8.2f %8.2f %7.1f  %-11s %s\n' % (
             own / n * 1e6, cum / n * 1e6, calls / n, group, where))
-    out.write('  own time per transaction by group (profiled): %s\n' % ', '.join(
-        '%s %.1f us' % (g, totals.get(g, 0.0) / n * 1e6)
-        for g, _ in GROUPS))
+    groups = ', '.join('%s %.1f us' % (g, totals.get(g, 0.0) / n * 1e6)
+                       for g, _ in GROUPS)
+    out.write('  own time per transaction by group (profiled): %s\n'
+              % groups)
 
 
 def profile_library(zsystem, ids, raw=None, transactions=3000,

@@ -115,7 +115,6 @@ class TransactionControl:
         self._writes = config.writes
         self.autocommit = self._begin_sql is None
 
-
     # -- beginning ---------------------------------------------------------
 
     def begin(self) -> RawConnection:
