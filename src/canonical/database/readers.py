@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import psycopg2
+import psycopg2.extensions
 from zope.interface import implementer
 
 from canonical.database.classify import connect_failure_kind
@@ -40,7 +41,9 @@ from canonical.database.interfaces import ReadOnlyUnitError
 from canonical.database.standbys import StandbyMonitor
 from canonical.database.standbys import standbys_for
 from canonical.database.standbys import parse_lsn
-from canonical.database.txcontrol import rollback_quietly
+from canonical.database.rawsql import rollback_quietly
+
+_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 __all__ = ['ReaderConfig', 'StandbyConnection']
 
@@ -107,6 +110,18 @@ class StandbyConnection(ReconnectingConnection):
         super().set_config(ReaderConfig(config))
 
     # -- choosing ----------------------------------------------------------
+
+    def begin(self) -> Any:
+        # The writer's begin() looks closer only at a connection that
+        # seems unfit; a read unit's choice depends on more (the policy,
+        # the standbys' state, this process's last commit): always.
+        self._begin = None
+        raw = self._usable_connection()
+        if raw.get_transaction_status() != _IDLE:
+            rollback_quietly(raw)
+        self.outcome_token = None
+        self._begin = self._begin_sql
+        return raw
 
     def _usable_connection(self) -> Any:
         floor = self.monitor.floor_now()
