@@ -381,3 +381,27 @@ class TestMarkerTableFirstUse(FailoverTestCase):
         ztm.commit()
         self.assertEqual(rows(primary, "SELECT count(*) FROM %s" % TABLE),
                          ['1'])
+
+    def test_a_server_fenced_while_a_session_is_set_up_is_left(self):
+        # The fence comes between libpq's read-write check and the outcome
+        # slot's INSERT: PostgreSQL refuses it (25006), and the session is
+        # left like any that stopped taking writes, not raised to begin().
+        from canonical.database.outcomes import CommitOutcomes
+        primary = self.servers.primary()
+        ztm = self.install(primary)
+        fenced = []
+        original = CommitOutcomes.open_slot
+
+        def fenced_once(outcomes, raw):
+            if not fenced:
+                fenced.append(raw)
+                raw.cursor().execute(
+                    'SET SESSION default_transaction_read_only = on')
+            return original(outcomes, raw)
+        CommitOutcomes.open_slot = fenced_once
+        self.addCleanup(setattr, CommitOutcomes, 'open_slot', original)
+        ztm.begin()
+        ztm.connection().execute('SELECT 1')
+        ztm.commit()
+        self.assertEqual(len(fenced), 1)
+        self.assertTrue(fenced[0].closed)

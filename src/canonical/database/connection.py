@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from canonical.database import forksafety
 from canonical.database.classify import is_disconnect
+from canonical.database.classify import is_read_only_error
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
 from canonical.database.hosts import servers_for
@@ -213,7 +214,11 @@ class ReconnectingConnection(TransactionControl):
                 self._set_up(raw)
                 break
             except psycopg2.Error as e:
-                gone = is_disconnect(e, raw)
+                # Fenced between libpq's read-write check and the set-up's
+                # first write: leave it as a server that stopped taking
+                # writes, and wait for a writable one as begin() does.
+                gone = is_disconnect(e, raw) or (
+                    self._writes and is_read_only_error(e))
                 self.discard(server_message(e))
                 if not gone:
                     raise translate_error(e) from e
