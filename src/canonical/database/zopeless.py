@@ -112,23 +112,37 @@ class ZopelessTransactionManager:
                 raise NotInstalledError(
                     'This transaction manager was uninstalled; call '
                     'initZopeless() again.')
-            manager = transaction.manager
-            manager.explicit = not self.implicitBegin
-            manager.registerSynch(self._synch)
             state = _ThreadState(IDatabaseConnection(self.config, None) or
                                  ReconnectingConnection(self.config))
+            # Recorded before the synchronizer is registered: registering
+            # it calls newTransaction() at once for a transaction already
+            # begun in this thread (by `transaction`, attempts(), a `with`
+            # block), and that call must find the state, not make another.
             self._local.state = state
             with self._lock:
                 self._states.add(state)
+            manager = transaction.manager
+            manager.explicit = not self.implicitBegin
+            # Joins that transaction, if any, with explicit begin: the
+            # thread's first use of the library may come inside it.
+            manager.registerSynch(self._synch)
+            state.synchronized = True
         return state
 
     def _current_sqlconn(self) -> Optional[ZopelessSQLObjectConnection]:
         state = getattr(self._local, 'state', None)
         if state is not None and state.dm.txn is not None:
             return state.sqlconn
-        if not self.implicitBegin or not self.installed:
+        if not self.installed:
             return None
-        state = self._state()
+        if state is None:
+            # A model's first use in this thread: setting the thread up
+            # joins a transaction already begun in it (explicit begin).
+            state = self._state()
+            if state.dm.txn is not None:
+                return state.sqlconn
+        if not self.implicitBegin:
+            return None
         state.dm.start(transaction.get())
         return state.sqlconn
 
