@@ -26,6 +26,7 @@ import os
 import threading
 import unittest
 
+import transaction
 from transaction.interfaces import TransientError
 from zope.testing.cleanup import cleanUp
 
@@ -217,3 +218,24 @@ for _idiom in IDIOMS:
                 _test = _make(_idiom, _implicit, _where, _writer)
                 setattr(IdiomMatrix, _test.__name__, _test)
 del _idiom, _implicit, _where, _writer, _test
+
+
+class TestWorkerThreadRetryIdiom(unittest.TestCase):
+    """The reproduction of a worker thread that ran the README's retry
+    idiom and recursed until RecursionError: its first call into the
+    library, inside the transaction attempts() had begun, registered the
+    library with `transaction`, which called back for that transaction
+    before the thread was set up."""
+
+    layer = IdiomLayer
+
+    def test_attempts_in_a_worker_thread_with_explicit_begin(self):
+        ztm = initZopeless(
+            dbhost='127.0.0.1 port=%d' % IdiomLayer.proxy.port,
+            implicitBegin=False)
+
+        def unit():
+            for attempt in transaction.manager.attempts(3):
+                with attempt:
+                    return ztm.connection().execute('select 1').fetchone()
+        self.assertEqual(in_thread(unit), (1,))
