@@ -47,8 +47,7 @@ class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
     its state is freed at once, and its session ends with it."""
 
-    __slots__ = ('db', 'sqlconn', 'dm', 'begun', 'synchronized',
-                 '__weakref__')
+    __slots__ = ('db', 'sqlconn', 'dm', 'begun', '__weakref__')
 
     def __init__(self, db: IDatabaseConnection) -> None:
         self.db = db
@@ -56,9 +55,6 @@ class _ThreadState:
                                                    debug=db.config.debug)
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
         self.begun = False  # begun by ztm.begin(), not joined yet
-        # Every transaction of the thread since reached the synchronizer, so
-        # dm.txn tells whether one is open: no need to ask `transaction`.
-        self.synchronized = False
         # Closed, not merely let go: whatever outlives the thread may still
         # hold the psycopg2 connection (an error the application kept holds
         # its cursor, the cursor its connection), and uninstall() reaches
@@ -126,7 +122,6 @@ class ZopelessTransactionManager:
             # Joins that transaction, if any, with explicit begin: the
             # thread's first use of the library may come inside it.
             manager.registerSynch(self._synch)
-            state.synchronized = True
         return state
 
     def _current_sqlconn(self) -> Optional[ZopelessSQLObjectConnection]:
@@ -165,8 +160,10 @@ class ZopelessTransactionManager:
 
     def begin(self) -> None:
         state = self._state()
-        if state.dm.txn is not None or (not state.synchronized and
-                                        self._has_transaction()):
+        # Every transaction of the thread reaches the synchronizer (one in
+        # progress when it was registered was joined then), so dm.txn tells
+        # whether one is open: no need to ask `transaction`.
+        if state.dm.txn is not None:
             raise TransactionInProgressError(
                 'A transaction is already in progress in this thread; '
                 'commit() or abort() it before calling begin() again.')
@@ -183,16 +180,6 @@ class ZopelessTransactionManager:
                 state.db.rollback()
                 self._abort_quietly()
             raise
-        state.synchronized = True
-
-    def _has_transaction(self) -> bool:
-        if self.implicitBegin:
-            return False
-        try:
-            transaction.manager.get()
-        except NoTransaction:
-            return False
-        return True
 
     @staticmethod
     def _abort_quietly() -> None:
