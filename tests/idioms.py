@@ -13,6 +13,7 @@ when the idiom does not retry by itself.
 """
 
 import io
+import logging
 
 import transaction
 
@@ -96,7 +97,6 @@ class OneChunk(TunableLoop):
 
 
 def tunable_loop(ztm, work):
-    import logging
     stats = OneChunk(ztm, work, logging.getLogger('idioms')).run()
     assert stats.done, stats
 

@@ -63,12 +63,8 @@ class IdiomLayer(DatabaseLayer):
         cls.harness.tearDown()
 
     @classmethod
-    def testSetUp(cls):
-        pass
-
-    @classmethod
     def testTearDown(cls):
-        cleanUp()
+        # DatabaseLayer's runs too: cleanUp() uninstalls the case's manager.
         cls.proxy.disarm()
 
 
