@@ -47,13 +47,16 @@ class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
     its state is freed at once, and its session ends with it."""
 
-    __slots__ = ('db', 'sqlconn', 'dm', 'begun', '__weakref__')
+    __slots__ = ('db', 'sqlconn', 'dm', 'tm', 'begun', '__weakref__')
 
     def __init__(self, db: IDatabaseConnection) -> None:
         self.db = db
         self.sqlconn = ZopelessSQLObjectConnection(db,
                                                    debug=db.config.debug)
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
+        # This thread's own manager behind the thread-local
+        # transaction.manager: begin() and commit() call it directly.
+        self.tm = transaction.manager.manager
         self.begun = False  # begun by ztm.begin(), not joined yet
         # Closed, not merely let go: whatever outlives the thread may still
         # hold the psycopg2 connection (an error the application kept holds
@@ -173,7 +176,7 @@ class ZopelessTransactionManager:
         state.db.begin()
         state.begun = True
         try:
-            transaction.manager.begin()
+            state.tm.begin()
         except BaseException:
             state.begun = False
             if state.dm.txn is None:
@@ -189,18 +192,24 @@ class ZopelessTransactionManager:
             pass
 
     def commit(self) -> None:
-        self._state()
+        state = self._state()
+        txn = state.dm.txn
+        if txn is not None:
+            # The thread's current transaction, joined by the synchronizer:
+            # what its manager's commit() would look up.
+            txn.commit()
+            return
         try:
-            transaction.manager.commit()
+            state.tm.commit()
         except NoTransaction:
             raise NoTransactionError(
                 'commit() without a transaction in this thread; call '
                 'begin() first.') from None
 
     def abort(self) -> None:
-        self._state()
+        state = self._state()
         try:
-            transaction.manager.abort()
+            state.tm.abort()
         except NoTransaction:
             raise NoTransactionError(
                 'abort() without a transaction in this thread; call '
