@@ -50,8 +50,8 @@ class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
     its state is freed at once, and its session ends with it."""
 
-    __slots__ = ('db', 'sqlconn', 'dm', 'tm', 'begun', 'synchronized',
-                 'writer', 'reader', '__weakref__')
+    __slots__ = ('db', 'sqlconn', 'dm', 'tm', 'begun', 'writer', 'reader',
+                 '__weakref__')
 
     def __init__(self, db: IDatabaseConnection) -> None:
         self.db = db
@@ -62,9 +62,6 @@ class _ThreadState:
         # transaction.manager: begin() and commit() call it directly.
         self.tm = transaction.manager.manager
         self.begun = False  # begun by ztm.begin(), not joined yet
-        # Every transaction of the thread since reached the synchronizer, so
-        # dm.txn tells whether one is open: no need to ask `transaction`.
-        self.synchronized = False
         # db, sqlconn, dm of the writer, and of read units (routing.py).
         self.writer = (db, self.sqlconn, self.dm)
         self.reader: Optional[tuple] = None
@@ -121,23 +118,36 @@ class ZopelessTransactionManager:
                 raise NotInstalledError(
                     'This transaction manager was uninstalled; call '
                     'initZopeless() again.')
-            manager = transaction.manager
-            manager.explicit = not self.implicitBegin
-            manager.registerSynch(self._synch)
             state = _ThreadState(IDatabaseConnection(self.config, None) or
                                  ReconnectingConnection(self.config))
+            # Recorded before the synchronizer is registered: registering
+            # it calls newTransaction() at once for a transaction already
+            # begun in this thread (by `transaction`, attempts(), a `with`
+            # block), and that call must find the state, not make another.
             self._local.state = state
             with self._lock:
                 self._states.add(state)
+            manager = transaction.manager
+            manager.explicit = not self.implicitBegin
+            # Joins that transaction, if any, with explicit begin: the
+            # thread's first use of the library may come inside it.
+            manager.registerSynch(self._synch)
         return state
 
     def _current_sqlconn(self) -> Optional[ZopelessSQLObjectConnection]:
         state = getattr(self._local, 'state', None)
         if state is not None and state.dm.txn is not None:
             return state.sqlconn
-        if not self.implicitBegin or not self.installed:
+        if not self.installed:
             return None
-        state = self._state()
+        if state is None:
+            # A model's first use in this thread: setting the thread up
+            # joins a transaction already begun in it (explicit begin).
+            state = self._state()
+            if state.dm.txn is not None:
+                return state.sqlconn
+        if not self.implicitBegin:
+            return None
         self._route(state)
         state.dm.start(transaction.get())
         return state.sqlconn
@@ -170,8 +180,10 @@ class ZopelessTransactionManager:
 
     def begin(self) -> None:
         state = self._state()
-        if state.dm.txn is not None or (not state.synchronized and
-                                        self._has_transaction()):
+        # Every transaction of the thread reaches the synchronizer (one in
+        # progress when it was registered was joined then), so dm.txn tells
+        # whether one is open: no need to ask `transaction`.
+        if state.dm.txn is not None:
             raise TransactionInProgressError(
                 'A transaction is already in progress in this thread; '
                 'commit() or abort() it before calling begin() again.')
@@ -189,16 +201,6 @@ class ZopelessTransactionManager:
                 state.db.rollback()
                 self._abort_quietly()
             raise
-        state.synchronized = True
-
-    def _has_transaction(self) -> bool:
-        if self.implicitBegin:
-            return False
-        try:
-            transaction.manager.get()
-        except NoTransaction:
-            return False
-        return True
 
     @staticmethod
     def _abort_quietly() -> None:
