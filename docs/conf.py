@@ -55,6 +55,8 @@ nitpick_ignore_regex = [
 ]
 
 autodoc_member_order = 'bysource'
+# Names under their module's heading, not dotted in full every time.
+add_module_names = False
 autodoc_typehints = 'signature'
 autoclass_content = 'both'
 

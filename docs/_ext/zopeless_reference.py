@@ -6,7 +6,8 @@ the code at every build, so the documentation cannot drift from it:
 
 ``.. api-modules:: PACKAGE``
     An ``automodule`` section for PACKAGE and every module below it (new
-    modules appear by themselves); ``:exclude:`` names modules to leave out.
+    modules appear by themselves); ``:exclude:`` names modules to leave out,
+    ``:untitled-root:`` puts PACKAGE itself under the page's own title.
 ``.. api-exports:: MODULE``
     A table of the names MODULE re-exports (its ``__all__`` entries defined
     elsewhere), each linked to where it is documented.
@@ -240,7 +241,8 @@ class ApiModules(SphinxDirective):
     """An automodule section for a package and every module below it."""
 
     required_arguments = 1
-    option_spec = {'exclude': directives.unchanged}
+    option_spec = {'exclude': directives.unchanged,
+                   'untitled-root': directives.flag}
 
     def run(self):
         exclude = (self.options.get('exclude') or '').split()
@@ -250,8 +252,10 @@ class ApiModules(SphinxDirective):
             interfaces, constants = _special_members(module)
             reexported = [n for n, _ in _reexports(module)]
             title = '``%s``' % name
-            lines += [title, '-' * len(title), '',
-                      '.. automodule:: %s' % name,
+            if name != self.arguments[0] or \
+                    'untitled-root' not in self.options:
+                lines += [title, '-' * len(title), '']
+            lines += ['.. automodule:: %s' % name,
                       '   :members:', '   :undoc-members:',
                       '   :show-inheritance:']
             # What it re-exports is documented where it is defined, and
@@ -374,7 +378,7 @@ class SettingsTable(SphinxDirective):
                             location=where)
         helps = self._helps(source)
         table = ['.. list-table::', '   :header-rows: 1',
-                 '   :widths: 22 14 14 50', '',
+                 '   :widths: 25 12 15 48', '   :width: 100%', '',
                  '   * - name', '     - type', '     - default',
                  '     - meaning']
         for name, (type_text, default) in code.items():
@@ -396,7 +400,7 @@ class SettingsTable(SphinxDirective):
             table += ['       ' + line for line in text[1:]]
         node = nodes.container(classes=['settings-table'])
         self.state.nested_parse(StringList(table), self.content_offset, node)
-        return node.children
+        return [node]
 
     def _written(self):
         """{name: (classifier, [lines of meaning])} of the content."""
