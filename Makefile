@@ -1,6 +1,6 @@
 # The two commands of the README (each sets up what is missing first), and
 # the project's checks.  .ci/run runs the checks in order.
-.PHONY: demo test matrix dist smoke pins docs
+.PHONY: demo test matrix dist smoke pins layering docs
 
 demo:
 	@scripts/setup.sh
@@ -33,6 +33,11 @@ docs:
 	@scripts/setup.sh
 	$(SPHINX) -E -b html docs docs/_build/html
 	$(SPHINX) -b doctest docs docs/_build/doctest
+
+# Which way the imports run: the library imports nothing above it, and no
+# import cycle (scripts/layering.py; tests/test_layering.py runs it too).
+layering:
+	python3 scripts/layering.py
 
 # constraints.txt anew, from the newest versions setup.py allows.
 pins:

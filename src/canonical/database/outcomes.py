@@ -48,7 +48,7 @@ from canonical.database.perdatabase import PerDatabase
 from canonical.database.twophase import new_gid
 from canonical.database.twophase import orphaned_gids
 from canonical.database.twophase import this_host_prefix
-from canonical.database.txcontrol import rollback_quietly
+from canonical.database.rawsql import rollback_quietly
 
 __all__ = ['CommitOutcomes', 'outcomes_for', 'TABLE', 'CREATE_SQL']
 
