@@ -33,7 +33,9 @@ And when every page is read:
   ``zopeless_envvars_read_elsewhere``;
 - every narrative doctest ``tests/*.txt`` is included in a page.
 
-A miss is a warning, so ``make docs`` (warnings are errors) fails.
+A miss is a warning, so ``make docs`` (warnings are errors) fails.  What
+is read from the code is in zopeless_codefacts.py, which the test suite
+uses as well.
 """
 
 import glob
