@@ -30,6 +30,12 @@ EXTRAS_REQUIRE = {
         'hypothesis>=6',
         'Twisted>=22.1',
     ],
+    # What "make docs" builds the documentation with (docs/): Sphinx, and
+    # the extension that documents zope.interface interfaces.
+    'docs': [
+        'Sphinx>=7.4,<10',
+        'repoze.sphinx.autointerface>=1.0,<2',
+    ],
 }
 
 PYTHONS = ['3.9', '3.10', '3.11', '3.12', '3.13']

@@ -5,8 +5,9 @@
     python3 scripts/pins.py check             # oldest pins = lower bounds
 
 ``generate`` (``make pins``) installs, into a fresh virtualenv for each
-supported Python, the library's requirements and the test extra, plus the
-tools of the repository (TOOLS), and freezes what pip picked.  On the
+supported Python, the library's requirements and the test and docs
+extras, plus the tools of the repository (TOOLS), and freezes what pip
+picked.  On the
 oldest Python every direct requirement is installed at its lower bound, so
 that the test run on that Python proves the oldest versions setup.py
 claims; on the others, at the newest version setup.py allows.  Pins that
@@ -53,9 +54,11 @@ def canonical(name):
 
 
 def direct_requirements():
-    """setup.py's requirements and test extra, as written there."""
+    """setup.py's requirements and its test and docs extras, as written
+    there."""
+    extras = setup_py_constant('EXTRAS_REQUIRE')
     return (list(setup_py_constant('INSTALL_REQUIRES')) +
-            list(setup_py_constant('EXTRAS_REQUIRE')['test']))
+            list(extras['test']) + list(extras['docs']))
 
 
 def split_requirement(spec):

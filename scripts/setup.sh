@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 # constraints.txt (scripts/pins.py pins them: keep its TOOLS in step).
 VENV_TOOLS="zc.buildout zc.recipe.egg zc.recipe.testrunner packaging"
 # What buildout.cfg makes.
-BUILDOUT_SCRIPTS="python test twistd bench chaos"
+BUILDOUT_SCRIPTS="python test twistd bench chaos sphinx-build"
 
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
