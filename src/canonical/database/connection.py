@@ -32,10 +32,12 @@ from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IDatabaseServers
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.interfaces import IReconnectCoordinator
+from canonical.database.interfaces import IMeasuredConnection
 from canonical.database.interfaces import IServerIdentity
 from canonical.database.outcomes import outcomes_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
+from canonical.database.stats import stats_for
 from canonical.database.twophase import new_gid
 from canonical.database.txcontrol import TransactionControl
 from canonical.database.txcontrol import rollback_quietly
@@ -91,7 +93,7 @@ def reported_read_only(raw: RawConnection) -> Optional[bool]:
     return 'on' in (standby, fenced)
 
 
-@implementer(IDatabaseConnection)
+@implementer(IDatabaseConnection, IMeasuredConnection)
 class ReconnectingConnection(TransactionControl):
     """See IDatabaseConnection; an adapter from IDatabaseConfig."""
 
@@ -103,6 +105,7 @@ class ReconnectingConnection(TransactionControl):
         self._servers: IDatabaseServers = servers_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
         self.outcomes: ICommitOutcomes = outcomes_for(config)
+        self.stats = stats_for(config)
         self.outcome_slot: Optional[str] = None
         self.outcome_token: Optional[str] = None
         self._poller: Any = None
@@ -168,6 +171,7 @@ class ReconnectingConnection(TransactionControl):
             self._servers = servers_for(self.config)
             self.prepared = prepared_for(self.config)
             self.outcomes = outcomes_for(self.config)
+            self.stats = stats_for(self.config)
             self.outcome_slot = self.outcome_token = None
             self._owner = forksafety.generation()
 
@@ -192,6 +196,7 @@ class ReconnectingConnection(TransactionControl):
                 raise
         if lost:
             self.reconnects += 1
+            self.stats.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
                      time.monotonic() - started)
         return raw
@@ -204,6 +209,7 @@ class ReconnectingConnection(TransactionControl):
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
         self.prepared.recover_orphans(raw)
+        self.stats.note_server(raw)
         server = getattr(raw, 'server', None)
         if server is not None:
             # This process's prepared transactions left on this server (a
@@ -247,6 +253,7 @@ class ReconnectingConnection(TransactionControl):
             return
         self._forget_slot()
         self._was_lost = True
+        self.stats.connections_dropped += 1
         self._coordinator.note_loss()
         self._servers.note_lost(raw, reason)
         log.warning('Lost the connection to %s: %s.',

@@ -27,6 +27,7 @@ from canonical.database.classify import sqlstate
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IServerIdentity
 from canonical.database.processes import pid_alive
+from canonical.database.stats import stats_of
 from canonical.database.txcontrol import finish_prepared
 from canonical.database.txcontrol import rollback_quietly
 
@@ -178,6 +179,9 @@ def settle(db: IDatabaseConnection, gid: str, commit: bool,
                 continue
             raise
         db.prepared.note_settled()
+        stats = stats_of(db)
+        if stats is not None:
+            stats.count(stats.outcomes_resolved, outcome)
         log.info('Settled transaction %s after its answer was lost: %s.',
                  gid, outcome)
         return outcome

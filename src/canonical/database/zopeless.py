@@ -31,12 +31,15 @@ from canonical.database.forksafety import renew_after_fork
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.hosts import servers_for
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IDatabaseStats
+from canonical.database.interfaces import IDatabaseStatsProvider
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.database.interfaces import NoTransactionError
 from canonical.database.interfaces import NotInstalledError
 from canonical.database.interfaces import TransactionInProgressError
 from canonical.database.sqlbase import ZopelessSQLObjectConnection
 from canonical.database.sqlbase import set_connection_source
+from canonical.database.stats import stats_for
 
 __all__ = ['ZopelessTransactionManager']
 
@@ -85,7 +88,7 @@ class _Synchronizer:
         pass
 
 
-@implementer(IZopelessTransactionManager)
+@implementer(IZopelessTransactionManager, IDatabaseStatsProvider)
 class ZopelessTransactionManager:
     """See IZopelessTransactionManager."""
 
@@ -220,6 +223,9 @@ class ZopelessTransactionManager:
                     'No transaction is in progress in this thread; call '
                     'begin() first.')
         return state.db
+
+    def stats(self) -> IDatabaseStats:
+        return stats_for(self.config)
 
     def uninstall(self) -> None:
         if not self.installed:
