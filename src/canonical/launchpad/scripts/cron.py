@@ -93,7 +93,7 @@ class LaunchpadCronScript(LaunchpadScript):
 
     def _add_framework_options(self) -> None:
         self.parser.add_option(
-            '--metrics-dir', dest='metrics_dir',
+            '--metrics-dir', dest='metrics_dir', metavar='DIR',
             default=os.environ.get(METRICS_DIR_ENV) or None,
             help='Write the run\'s figures to DIR/<name>.prom for '
             'node_exporter\'s textfile collector (default: $%s).'
