@@ -692,8 +692,12 @@ class IDatabaseStats(Interface):
 
     Counters only grow (a monitoring system computes rates from them); a
     forked child starts with its own, at zero.  They are plain integer
-    increments, never locked on the path of a transaction.  The "kind"
-    dictionaries have a key only once something of that kind happened.
+    increments, never locked on the path of a transaction: exact on
+    CPython 3.10 and later, whose threads never switch between the read
+    and the write of an increment; on 3.9 (and free-threaded builds)
+    increments of threads counting at the same instant may be lost.  The
+    "kind" dictionaries have a key only once something of that kind
+    happened.
     """
 
     database = Attribute("The database name (dbname), for labels.")

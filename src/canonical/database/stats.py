@@ -5,10 +5,10 @@ The library counts as it goes (connections made, outages, units of work
 committed or failed, outcomes settled, failovers seen ...) with plain
 integer increments on one shared object: no lock on the path of a
 transaction.  Monitoring reads them, as psycopg_pool's get_stats() and
-pop_stats() do:
+pop_stats() do::
 
-    >>> from canonical.database.stats import get_stats
-    >>> get_stats().get_stats()['units_committed']     # doctest: +SKIP
+    from canonical.database.stats import get_stats
+    get_stats().get_stats()['units_committed']
 
 ``canonical.database.prometheus`` exports them to Prometheus.  A figure
 added later (the standbys' lag, say) is one more attribute here, one more
