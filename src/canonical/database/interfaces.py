@@ -722,8 +722,8 @@ class IDatabaseStats(Interface):
         "Waits given up at reconnect_timeout (DatabaseUnavailableError).")
     units_committed = Attribute("Units of work (transactions) committed.")
     units_rolled_back = Attribute(
-        "Units of work rolled back by the application, nothing having "
-        "failed.")
+        "Units of work rolled back without an error of the database: by "
+        "the application, or because another data manager failed.")
     units_failed = Attribute(
         "Units of work that ended without committing because of an error, "
         "by kind (a dict): disconnection (DisconnectionError), read_only "
