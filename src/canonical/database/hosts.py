@@ -100,6 +100,7 @@ class DatabaseServers:
         self._unidentified = False
         self.timeouts: Dict[str, int] = {}
         self.stale_refused = 0
+        self.timeline_changes = 0
         self._stats = stats_for(config)
 
     @property
@@ -196,13 +197,17 @@ class DatabaseServers:
             if identity.timeline < latest:
                 self.stale_refused += 1
                 return True
-            self._timelines[identity.system] = identity.timeline
+            if identity.timeline > latest:
+                self._timelines[identity.system] = identity.timeline
+                self.timeline_changes += 1
             return False
 
     def is_stale(self, identity: ServerIdentity) -> bool:
-        with self._lock:
-            return identity.timeline is not None and identity.timeline < \
-                self._timelines.get(identity.system, 0)
+        # Asked at every begin(), so without the lock: one dict read is
+        # atomic, and a timeline only ever grows.
+        timeline = identity.timeline
+        return timeline is not None and \
+            timeline < self._timelines.get(identity.system, 0)
 
     # -- suspect hosts -----------------------------------------------------
 

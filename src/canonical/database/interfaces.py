@@ -488,6 +488,10 @@ class IDatabaseServers(Interface):
     hosts = Attribute("The host:port entries of the list, in list order.")
     timeouts = Attribute("Connection attempts that timed out, by host.")
     stale_refused = Attribute("Connections refused as a demoted primary.")
+    timeline_changes = Attribute(
+        "How many times this process has reached a later timeline of a "
+        "system: a connection's server, found not stale, is looked at "
+        "again only when this changed.")
 
     def connect(config):
         """A new psycopg2 connection to the first host that takes it;

@@ -50,7 +50,7 @@ class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
     its state is freed at once, and its session ends with it."""
 
-    __slots__ = ('db', 'sqlconn', 'dm', 'begun', 'synchronized',
+    __slots__ = ('db', 'sqlconn', 'dm', 'tm', 'begun', 'synchronized',
                  '__weakref__')
 
     def __init__(self, db: IDatabaseConnection) -> None:
@@ -58,6 +58,9 @@ class _ThreadState:
         self.sqlconn = ZopelessSQLObjectConnection(db,
                                                    debug=db.config.debug)
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
+        # This thread's own manager behind the thread-local
+        # transaction.manager: begin() and commit() call it directly.
+        self.tm = transaction.manager.manager
         self.begun = False  # begun by ztm.begin(), not joined yet
         # Every transaction of the thread since reached the synchronizer, so
         # dm.txn tells whether one is open: no need to ask `transaction`.
@@ -165,7 +168,7 @@ class ZopelessTransactionManager:
         state.db.begin()
         state.begun = True
         try:
-            transaction.manager.begin()
+            state.tm.begin()
         except BaseException:
             state.begun = False
             if state.dm.txn is None:
@@ -191,18 +194,24 @@ class ZopelessTransactionManager:
             pass
 
     def commit(self) -> None:
-        self._state()
+        state = self._state()
+        txn = state.dm.txn
+        if txn is not None:
+            # The thread's current transaction, joined by the synchronizer:
+            # what its manager's commit() would look up.
+            txn.commit()
+            return
         try:
-            transaction.manager.commit()
+            state.tm.commit()
         except NoTransaction:
             raise NoTransactionError(
                 'commit() without a transaction in this thread; call '
                 'begin() first.') from None
 
     def abort(self) -> None:
-        self._state()
+        state = self._state()
         try:
-            transaction.manager.abort()
+            state.tm.abort()
         except NoTransaction:
             raise NoTransactionError(
                 'abort() without a transaction in this thread; call '
