@@ -29,6 +29,13 @@ EXTRAS_REQUIRE = {
         'zope.testing>=5.0.1',
         'hypothesis>=6',
         'Twisted>=22.1',
+        # The Prometheus exporter's tests scrape and parse its output.
+        'prometheus_client>=0.17,<1',
+    ],
+    # canonical.database.prometheus: the statistics of each database as
+    # Prometheus metrics.
+    'prometheus': [
+        'prometheus_client>=0.17,<1',
     ],
     # What "make docs" builds the documentation with (docs/): Sphinx, and
     # the extension that documents zope.interface interfaces.

@@ -238,6 +238,8 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             'deferred_prepared_finished': prepared.deferred_finished,
             'stale_primary_refused': servers_for(ztm.config).stale_refused,
         }
+        # What a monitoring system would have scraped (IDatabaseStats).
+        report['database_stats'] = ztm.stats().get_stats()
         report['seconds'] = round(ended - started, 3)
         ztm.uninstall()
         servers.release()

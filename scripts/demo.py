@@ -24,6 +24,8 @@ import sys
 import tempfile
 import threading
 
+from zope.interface import implementer
+
 from canonical.testing.cluster import ClusterError
 from canonical.testing.cluster import ensure_cluster
 from canonical.testing.proxy import PortForwarder
@@ -31,6 +33,7 @@ from canonical.launchpad.database import Person
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 from canonical.launchpad.scripts import LaunchpadCronScript
 from canonical.launchpad.scripts import LaunchpadScriptFailure
+from canonical.launchpad.scripts import ITunableLoopItems
 from canonical.launchpad.scripts import TunableLoop
 
 AWARD = 10
@@ -39,6 +42,7 @@ CUT_IN_CHUNK = 3
 OUTAGE_SECONDS = 2.0
 
 
+@implementer(ITunableLoopItems)
 class AwardKarma(TunableLoop):
     """Award karma to ``people`` (ids), about goal_seconds per chunk.
 
@@ -78,7 +82,10 @@ class AwardKarma(TunableLoop):
         self.txn.commit()
         self.position += len(batch)
         self.chunks += 1
-        return len(batch)
+
+    @property
+    def items_done(self):
+        return self.position   # moves on only once a chunk committed
 
 
 class KarmaCronScript(LaunchpadCronScript):
@@ -106,6 +113,7 @@ class KarmaCronScript(LaunchpadCronScript):
                          len(people), self.txn.config.describe())
         loop = AwardKarma(self.logger, self.txn, people, self.in_chunk)
         stats = loop.run()
+        self.items_processed = stats.items   # for --metrics-dir
         _, karma_after, rows, distinct = self.totals()
         expected = 0 if self.is_dry_run else len(people)
         exactly_once = (rows - rows_before == distinct == expected and

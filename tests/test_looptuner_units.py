@@ -9,6 +9,7 @@ import unittest
 import psycopg2
 import transaction
 from sqlobject import dberrors
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from canonical.database.datamanager import ZopelessDataManager
@@ -24,6 +25,7 @@ from canonical.launchpad.scripts.interfaces import ILoopTuner
 from canonical.launchpad.scripts.interfaces import ITunableLoop
 from canonical.launchpad.scripts.interfaces import ITunableLoopCleanUp
 from canonical.launchpad.scripts.interfaces import ITunableLoopEstimate
+from canonical.launchpad.scripts.interfaces import ITunableLoopItems
 from canonical.launchpad.scripts.looptuner import MAX_STEP
 from canonical.launchpad.scripts.looptuner import is_retryable
 from canonical.lp import SERIALIZABLE_ISOLATION
@@ -52,10 +54,11 @@ class ClockedTuner(LoopTuner):
         self.clock.now += seconds
 
 
+@implementer(ITunableLoopItems)
 class Job:
     """``items`` items costing ``per_item`` seconds each, plus
     ``overhead`` per chunk, on ``clock``; ``fail`` maps a call number to
-    the exception that call raises."""
+    the exception that call raises.  It counts its items."""
 
     def __init__(self, clock, items, per_item, overhead=0.0, fail=None):
         self.clock, self.items = clock, items
@@ -79,6 +82,63 @@ class Job:
 
     def cleanUp(self):
         self.cleaned += 1
+
+    @property
+    def items_done(self):
+        return len(self.done_items)
+
+
+class LaunchpadLoop:
+    """A loop as Launchpad writes them: ``__call__`` returns ``result``
+    and counts nothing; ``items`` items, ``per_item`` seconds each."""
+
+    def __init__(self, clock, items, per_item, result):
+        self.clock, self.items, self.per_item = clock, items, per_item
+        self.result, self.position = result, 0
+
+    def isDone(self):
+        return self.position >= self.items
+
+    def __call__(self, chunk_size):
+        count = min(chunk_size, self.items - self.position)
+        self.clock.now += count * self.per_item
+        self.position += count
+        return self.result
+
+
+class TestLaunchpadLoops(unittest.TestCase):
+
+    def test_any_return_value_is_ignored(self):
+        for result in (None, [1, 2, 3], True, False, 0, 5, 'x', object()):
+            clock = Clock()
+            loop = LaunchpadLoop(clock, 500, 0.001, result)
+            stats = ClockedTuner(clock, loop, 1.0).run()
+            self.assertTrue(stats.done, result)
+            self.assertEqual(loop.position, 500)
+            # Each chunk counts as its size, as Launchpad's total_size.
+            self.assertEqual(stats.items, sum(stats.chunk_sizes))
+            self.assertGreater(stats.chunk_sizes[-1], 1)  # it tuned
+
+    def test_a_cooldown_of_zero_or_less_is_none(self):
+        for cooldown in (-1, -0.5, 0, 0.0, None):
+            loop = LaunchpadLoop(Clock(), 5, 0.0, None)
+            # The real clock and sleep: a negative sleep would raise.
+            stats = LoopTuner(loop, 1.0, cooldown_time=cooldown,
+                              maximum_chunk_size=1).run()
+            self.assertEqual((stats.done, stats.chunks), (True, 5))
+        clock = Clock()
+        loop = LaunchpadLoop(clock, 3, 0.0, None)
+        ClockedTuner(clock, loop, 1.0, cooldown_time=2.0,
+                     maximum_chunk_size=1).run()
+        self.assertEqual(clock.now, 1000.0 + 2 * 2.0)  # between chunks
+
+    def test_a_loop_that_counts_its_items_says_so(self):
+        clock = Clock()
+        job = Job(clock, 100, 0.0)
+        stats = ClockedTuner(clock, job, 1.0).run()
+        self.assertEqual(stats.chunk_sizes, [1, 8, 64, 512])
+        self.assertEqual(stats.items, 100)   # not 585
+        self.assertTrue(verifyObject(ITunableLoopItems, job))
 
 
 class TestSizing(unittest.TestCase):

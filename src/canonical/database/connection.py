@@ -37,11 +37,13 @@ from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IDatabaseServers
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.interfaces import IReconnectCoordinator
+from canonical.database.interfaces import IMeasuredConnection
 from canonical.database.interfaces import IServerIdentity
 from canonical.database.outcomes import outcomes_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
 from canonical.database.positions import positions_for
+from canonical.database.stats import stats_for
 from canonical.database.twophase import new_gid
 from canonical.database.txcontrol import TransactionControl
 from canonical.database.rawsql import rollback_quietly
@@ -97,7 +99,7 @@ def reported_read_only(raw: RawConnection) -> Optional[bool]:
     return 'on' in (standby, fenced)
 
 
-@implementer(IDatabaseConnection)
+@implementer(IDatabaseConnection, IMeasuredConnection)
 class ReconnectingConnection(TransactionControl):
     """See IDatabaseConnection; an adapter from IDatabaseConfig."""
 
@@ -110,6 +112,7 @@ class ReconnectingConnection(TransactionControl):
         self.prepared: IPreparedTransactions = prepared_for(config)
         self.outcomes: ICommitOutcomes = outcomes_for(config)
         self.positions = positions_for(config) if config.writes else None
+        self.stats = stats_for(config)
         self.outcome_slot: Optional[str] = None
         self.outcome_token: Optional[str] = None
         self._poller: Any = None
@@ -200,6 +203,7 @@ class ReconnectingConnection(TransactionControl):
             self.outcomes = outcomes_for(self.config)
             if self.positions is not None:
                 self.positions = positions_for(self.config)
+            self.stats = stats_for(self.config)
             self.outcome_slot = self.outcome_token = None
             self._owner = forksafety.generation()
 
@@ -228,6 +232,7 @@ class ReconnectingConnection(TransactionControl):
                 raise
         if lost:
             self.reconnects += 1
+            self.stats.reconnects += 1
             log.info('Reconnected to %s in %.3f s.', self.config.describe(),
                      time.monotonic() - started)
         return raw
@@ -249,6 +254,7 @@ class ReconnectingConnection(TransactionControl):
     def _set_up(self, raw: RawConnection) -> None:
         self._attach(raw)
         self.prepared.recover_orphans(raw)
+        self.stats.note_server(raw)
         server = getattr(raw, 'server', None)
         if server is not None:
             # This process's prepared transactions left on this server (a
@@ -293,6 +299,7 @@ class ReconnectingConnection(TransactionControl):
             return
         self._forget_slot()
         self._was_lost = True
+        self.stats.connections_dropped += 1
         self._coordinator.note_loss()
         self._servers.note_lost(raw, reason)
         log.warning('Lost the connection to %s: %s.',

@@ -44,6 +44,7 @@ from canonical.database.classify import with_sqlstate
 from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IMeasuredConnection
 from canonical.database.interfaces import IServerIdentity
 from canonical.database.interfaces import TransactionLostError
 from canonical.database.interfaces import IZopelessDataManager
@@ -93,6 +94,10 @@ class ZopelessDataManager:
         self._server: Optional[IServerIdentity] = None
         self._slot: Optional[str] = None
         self._savepoints = 0
+        # Each unit is counted once, as committed, failed or rolled back,
+        # into the statistics of connections that keep them.
+        self._measured = IMeasuredConnection.providedBy(db)
+        self._counted = True
         # Sort after ordinary data managers, so the database votes last and
         # a one-phase commit decides the transaction's outcome.
         self._sort_key = '~zopeless:%d' % id(self)
@@ -108,9 +113,25 @@ class ZopelessDataManager:
         self.gid = None
         self._prepared = self._prepare_uncertain = self._finishing = False
         self.sqlconn.cache.clear()  # no stale rows from earlier transactions
+        self._counted = False
         self.txn = txn
         txn.join(self)
         set_active_connection(self.sqlconn)
+
+    def _count(self, committed: bool) -> None:
+        if self._counted or not self._measured:
+            return
+        self._counted = True
+        if committed:
+            self.db.stats.units_committed += 1
+        else:
+            self.db.stats.unit_ended(self.db.unit_failure)
+
+    def _failed(self, error: BaseException) -> BaseException:
+        """``error``, noted as what made the unit fail."""
+        if self._measured:
+            self.db.note_failure(error)
+        return error
 
     def _end(self) -> None:
         if self._slot is not None:
@@ -134,6 +155,7 @@ class ZopelessDataManager:
             self.db.rollback()
         finally:
             self.sqlconn.expireAll()
+            self._count(False)
             self._end()
 
     def tpc_begin(self, txn: ITransaction) -> None:
@@ -184,12 +206,13 @@ class ZopelessDataManager:
                 self.db.prepared.decide(self.gid, False)
                 self.db.discard(server_message(e))
                 raise self.db.lost_in_transaction(e) from e
-            raise translate_error(e) from e
+            raise self._failed(translate_error(e)) from e
         if self._prepared:
             # The database votes last: prepared means decided.
             self.db.prepared.decide(self.gid, True)
 
     def tpc_finish(self, txn: ITransaction) -> None:
+        committed = False
         try:
             if self._prepared:
                 self._finishing = True
@@ -201,7 +224,9 @@ class ZopelessDataManager:
                     outcome = commit_prepared(self.db, self.gid,
                                               self._server, self._slot)
                     self._after_commit_prepared(outcome, e)
+            committed = True
         finally:
+            self._count(committed)
             self._end()
 
     def _after_commit_prepared(self, outcome: str, error: BaseException
@@ -209,16 +234,16 @@ class ZopelessDataManager:
         if outcome in (COMMITTED, DEFERRED):
             return
         if outcome == NOT_COMMITTED:
-            raise with_sqlstate(TransactionLostError(
+            raise self._failed(with_sqlstate(TransactionLostError(
                 'Transaction %s was prepared, then lost in a failover: %s '
                 'never received it, while the other data managers committed '
                 'their part.  Reconcile them by hand.'
-                % (self.gid, self.db.config.describe())), error)
-        raise with_sqlstate(CommitOutcomeUnknownError(
+                % (self.gid, self.db.config.describe())), error))
+        raise self._failed(with_sqlstate(CommitOutcomeUnknownError(
             'The answer to COMMIT PREPARED %s was lost and a failover came '
             'in between: whether %s has the transaction cannot be told (%s).'
             % (self.gid, self.db.config.describe(), self._why_unknown())),
-            error)
+            error))
 
     def _why_unknown(self) -> str:
         if self._slot is not None:
@@ -254,6 +279,7 @@ class ZopelessDataManager:
                 self.db.rollback()
         finally:
             self.sqlconn.expireAll()
+            self._count(False)
             self._end()
 
     def sortKey(self) -> str:
@@ -280,18 +306,18 @@ class ZopelessDataManager:
             self.db.commit()
         except psycopg2.Error as e:
             if not self.db.is_disconnect(e):
-                raise translate_error(e) from e
+                raise self._failed(translate_error(e)) from e
             self.db.discard(server_message(e))
             if self._slot is not None:
                 self._settle_commit(e)
                 return
             if not self.db.config.writes:
-                raise self.db.lost_in_transaction(e) from e
-            raise with_sqlstate(CommitOutcomeUnknownError(
+                raise self._failed(self.db.lost_in_transaction(e)) from e
+            raise self._failed(with_sqlstate(CommitOutcomeUnknownError(
                 '%s\n(The connection to %s died while COMMIT was in flight: '
                 'the transaction may or may not have committed.  Check '
                 'before running it again, or set resolve_commit_outcome.)'
-                % (server_message(e), self.db.config.describe())), e) from e
+                % (server_message(e), self.db.config.describe())), e)) from e
 
     def _settle_commit(self, error: BaseException) -> None:
         """The answer to COMMIT was lost: find out from the marker, on the
@@ -306,18 +332,18 @@ class ZopelessDataManager:
         if outcome == COMMITTED:
             return
         if outcome == NOT_COMMITTED:
-            raise with_sqlstate(DisconnectionError(
+            raise self._failed(with_sqlstate(DisconnectionError(
                 '%s\n(The connection to %s died while COMMIT was in flight, '
                 'and the transaction is not on the server now: nothing of it '
                 'was committed.  Call abort(), then begin() and run it '
                 'again.)' % (server_message(error),
-                             self.db.config.describe())), error) from error
+                             self.db.config.describe())), error)) from error
         message = ('%s\n(The connection to %s died while COMMIT was in '
                    'flight and the outcome could not be looked up (%s): the '
                    'transaction may or may not have committed.)'
                    % (server_message(error), self.db.config.describe(), why))
-        raise with_sqlstate(CommitOutcomeUnknownError(message),
-                            error) from error
+        raise self._failed(with_sqlstate(CommitOutcomeUnknownError(message),
+                                         error)) from error
 
 
 class ZopelessSavepoint:

@@ -39,6 +39,7 @@ from canonical.database.identity import identify
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IDatabaseServers
 from canonical.database.perdatabase import PerDatabase
+from canonical.database.stats import stats_for
 
 __all__ = ['DatabaseServers', 'servers_for', 'split_hosts']
 
@@ -100,6 +101,7 @@ class DatabaseServers:
         self.timeouts: Dict[str, int] = {}
         self.stale_refused = 0
         self.timeline_changes = 0
+        self._stats = stats_for(config)
 
     @property
     def hosts(self) -> List[str]:
@@ -129,6 +131,9 @@ class DatabaseServers:
             hosts = sorted(self._hosts, key=lambda h: (-h.last_ok, h.index))
             ready = [h for h in hosts if h.suspect_since is None]
             if ready:
+                if len(ready) < len(hosts):
+                    self._stats.count(self._stats.hosts_skipped, 'suspect',
+                                      len(hosts) - len(ready))
                 return ready
             return sorted(hosts, key=lambda h: h.suspect_since)
 
@@ -162,10 +167,12 @@ class DatabaseServers:
                 # What libpq could not tell: a pooler passed on a stale
                 # report, the server behind it is read-only now.
                 raw.close()
+                self._stats.count(self._stats.hosts_skipped, 'read_only')
                 raise psycopg2.OperationalError(
                     'server at %s: session is read-only' % host.label)
             if self._refuse_stale(identity):
                 raw.close()
+                self._stats.count(self._stats.hosts_skipped, 'stale')
                 raise psycopg2.OperationalError(
                     'server at %s is a demoted primary: timeline %s, while '
                     'this process already wrote to timeline %s'

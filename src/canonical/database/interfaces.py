@@ -65,6 +65,10 @@ __all__ = [
     'IPreparedTransactions',
     'CommitOutcomeUnknownError',
     'TransactionLostError',
+    # statistics
+    'IDatabaseStats',
+    'IMeasuredConnection',
+    'IDatabaseStatsProvider',
 ]
 
 
@@ -796,3 +800,97 @@ __all__ += [
     'DisallowedStore', 'ReadOnlyUnitError', 'NoUsableStandbyError',
     'IDatabasePolicy', 'IStandbyMonitor',
 ]
+
+
+# -- statistics --------------------------------------------------------------
+
+class IDatabaseStats(Interface):
+    """What happened to one database in this process, for monitoring: one
+    object per database (IDatabaseConfig.database_key), shared by every
+    thread and configuration of it.
+
+    Counters only grow (a monitoring system computes rates from them); a
+    forked child starts with its own, at zero.  They are plain integer
+    increments, never locked on the path of a transaction: exact on
+    CPython 3.10 and later, whose threads never switch between the read
+    and the write of an increment; on 3.9 (and free-threaded builds)
+    increments of threads counting at the same instant may be lost.  The
+    "kind" dictionaries have a key only once something of that kind
+    happened.
+    """
+
+    database = Attribute("The database name (dbname), for labels.")
+    target = Attribute(
+        "Host, port, database and user (IDatabaseConfig.describe()); never "
+        "the password.")
+    connections = Attribute("Connections made (successful attempts).")
+    connect_failures = Attribute(
+        "Failed connection attempts by what they met (a dict: "
+        "too_many_clients, starting_up, shutting_down, recovering, refused, "
+        "timeout, read_only, stale, other).")
+    connections_dropped = Attribute(
+        "Connections given up: found dead, or left because their server "
+        "would not take writes (any more).")
+    reconnects = Attribute("Connections found lost and made again.")
+    outages = Attribute("Outages begun: times the database was found "
+                        "unreachable and begin() started waiting.")
+    outage_seconds = Attribute(
+        "Seconds spent in outages, the one in progress included.")
+    in_outage = Attribute("True while the database is found unreachable.")
+    unavailable = Attribute(
+        "Waits given up at reconnect_timeout (DatabaseUnavailableError).")
+    units_committed = Attribute("Units of work (transactions) committed.")
+    units_rolled_back = Attribute(
+        "Units of work rolled back without an error of the database: by "
+        "the application, or because another data manager failed.")
+    units_failed = Attribute(
+        "Units of work that ended without committing because of an error, "
+        "by kind (a dict): disconnection (DisconnectionError), read_only "
+        "(ReadOnlyServerError), outcome_unknown (CommitOutcomeUnknownError), "
+        "lost (TransactionLostError), aborted (TransactionAbortedError), "
+        "conflict (serialization failure, deadlock), error (any other).  "
+        "The first error of a unit names its kind.")
+    outcomes_resolved = Attribute(
+        "Transactions whose COMMIT or PREPARE answer was lost, settled after "
+        "reconnecting, by outcome (a dict: committed, rolled back, not "
+        "committed, unknown).")
+    replays = Attribute(
+        "First statements of a transaction sent again on a new connection.")
+    failovers = Attribute(
+        "Times a new connection reached another server than the one "
+        "before: another system identifier or timeline, or another entry of "
+        "the host list.")
+    hosts_skipped = Attribute(
+        "Servers of the host list passed over when connecting, by reason (a "
+        "dict): suspect (timed out lately, left to the background probe), "
+        "read_only (refuses writes), stale (a demoted primary).")
+
+    def get_stats():
+        """A snapshot of every figure above: a dict of name -> value (the
+        kind dictionaries copied)."""
+
+    def pop_stats():
+        """Like get_stats(), but the counters as their increase since the
+        last pop_stats() (since the start, the first time); the counters
+        themselves keep growing."""
+
+
+class IMeasuredConnection(IDatabaseConnection):
+    """A connection that counts into its database's IDatabaseStats.  The
+    data manager counts units only for connections that provide it."""
+
+    stats = Attribute("The IDatabaseStats of this connection's database.")
+    unit_failure = Attribute(
+        "The kind (a key of IDatabaseStats.units_failed) of the first error "
+        "of the current unit of work, or None; reset by begin().")
+
+    def note_failure(error):
+        """Remember ``error`` as what made the current unit fail, unless an
+        earlier one did; return ``error``."""
+
+
+class IDatabaseStatsProvider(Interface):
+    """Something that knows its database's statistics."""
+
+    def stats():
+        """The IDatabaseStats of the database in use."""

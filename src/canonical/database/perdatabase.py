@@ -37,6 +37,11 @@ class PerDatabase(Generic[T]):
                 obj = self._objects[key] = self._factory(config)
             return obj
 
+    def objects(self) -> List[T]:
+        """Every object made since the last forget(), oldest first."""
+        with self._lock:
+            return list(self._objects.values())
+
     def forget(self) -> None:
         """Drop every object: the next call makes a new one."""
         # A new lock too: after fork() the old one may be held by a thread

@@ -30,6 +30,7 @@ from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IReconnectCoordinator
 from canonical.database.hosts import servers_for
 from canonical.database.perdatabase import PerDatabase
+from canonical.database.stats import stats_for
 
 __all__ = ['ReconnectCoordinator', 'coordinator_for', 'Backoff']
 
@@ -99,11 +100,12 @@ class ReconnectCoordinator:
         self._last_loss = -1e9      # ... and of the last connection lost
         self._outage_started = 0.0
         self._last_attempt = -1e9   # monotonic time of the last attempt
-        # Figures for tests, benchmarks and the chaos soak.
-        self.refusals: Dict[str, int] = {}
+        # Figures for tests, benchmarks and the chaos soak; those that
+        # monitoring reads too live in the database's statistics.
+        self.stats = stats_for(config)
+        self.refusals: Dict[str, int] = self.stats.connect_failures
         self.attempts = 0
         self.outage_attempts = 0
-        self.outages = 0
         self.last_downtime = 0.0
         self.last_failure: Optional[str] = None
         # Only the code of the last failure: the exception itself would
@@ -118,6 +120,10 @@ class ReconnectCoordinator:
     @property
     def in_outage(self) -> bool:
         return self._in_outage
+
+    @property
+    def outages(self) -> int:
+        return self.stats.outages
 
     def note_loss(self) -> None:
         """A connection of this database was found dead: until the next
@@ -147,6 +153,7 @@ class ReconnectCoordinator:
                     e) from None
             raise
         self._ever_connected = True
+        self.stats.connections += 1
         return conn
 
     def connect(self, config: IDatabaseConfig,
@@ -195,7 +202,7 @@ class ReconnectCoordinator:
                 return
             self._in_outage = True
             self._outage_started = time.monotonic()
-            self.outages += 1
+            self.stats.outage_began()
         # One WARNING per disconnection: a connection that noticed its own
         # loss has already said so.
         log.log(logging.DEBUG if warned else logging.WARNING,
@@ -264,6 +271,7 @@ class ReconnectCoordinator:
                 self.last_downtime = downtime
                 self._last_success = time.monotonic()
                 self._in_outage = False
+                self.stats.outage_ended()
                 self._generation += 1
                 self._prober = None
                 self._cond.notify_all()
@@ -293,6 +301,7 @@ class ReconnectCoordinator:
 
     def _raise_unavailable(self, config: IDatabaseConfig) -> None:
         advice = _ADVICE.get(self.last_failure, _ADVICE[None])
+        self.stats.unavailable += 1
         raise with_sqlstate(DatabaseUnavailableError(
             'Database %s still unavailable after %.1f s; giving up as '
             'reconnect_timeout says.  %s'

@@ -29,6 +29,7 @@ from canonical.database.interfaces import IServerIdentity
 from canonical.database.processes import pid_alive
 from canonical.database.rawsql import finish_prepared
 from canonical.database.rawsql import rollback_quietly
+from canonical.database.stats import stats_of
 
 __all__ = [
     'GID_PREFIX', 'new_gid', 'this_host_prefix', 'this_process_prefix',
@@ -178,6 +179,9 @@ def settle(db: IDatabaseConnection, gid: str, commit: bool,
                 continue
             raise
         db.prepared.note_settled()
+        stats = stats_of(db)
+        if stats is not None:
+            stats.count(stats.outcomes_resolved, outcome)
         log.info('Settled transaction %s after its answer was lost: %s.',
                  gid, outcome)
         return outcome

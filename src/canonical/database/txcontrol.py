@@ -55,6 +55,7 @@ from canonical.database.classify import is_read_only_error
 from canonical.database.classify import server_message
 from canonical.database.classify import translate_error
 from canonical.database.classify import with_sqlstate
+from canonical.database.stats import failure_kind
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import ReadOnlyServerError
@@ -96,6 +97,8 @@ class TransactionControl:
     and ``_inherited()`` / ``_forget_if_inherited()`` for a connection
     opened before fork() (see forksafety); for resolve_commit_outcome,
     ``outcomes``, ``outcome_slot`` and ``_new_token()`` (see outcomes.py).
+    It counts into ``stats`` (an IDatabaseStats) and notes the kind of
+    the first error of a unit in ``unit_failure``.
     """
 
     _raw: Optional[RawConnection] = None
@@ -110,6 +113,7 @@ class TransactionControl:
     replays = 0
     # This process's commit positions (standbys.py); None for a reader.
     positions: Optional[CommitPositions] = None
+    unit_failure: Optional[str] = None
 
     def set_config(self, config: IDatabaseConfig) -> None:
         """Use ``config`` (another isolation level, say) from the next
@@ -123,6 +127,7 @@ class TransactionControl:
 
     def begin(self) -> RawConnection:
         self._begin = None
+        self.unit_failure = None
         raw = self._raw
         if raw is None or self.death_reason() is not None or \
                 self._unusable(raw) is not None:
@@ -210,12 +215,17 @@ class TransactionControl:
         self.discard(server_message(error))
         return self.lost_in_transaction(error)
 
+    def note_failure(self, error: BaseException) -> BaseException:
+        if self.unit_failure is None:
+            self.unit_failure = failure_kind(error)
+        return error
+
     def statement_error(self, error: BaseException) -> BaseException:
         """What to raise for a statement's ``error`` that did not cost the
         link: the error itself with its SQLSTATE, or, when a writer meets a
         server that became read-only, ReadOnlyServerError."""
         if not self._refused_write(error):
-            return with_sqlstate(error, error)
+            return self.note_failure(with_sqlstate(error, error))
         # A fence or a demotion: this session cannot write again.  A
         # server's report can be stale behind a pooler (PgBouncer tells a
         # client only of changes seen while it was linked), so the error
@@ -228,7 +238,7 @@ class TransactionControl:
             'transaction can run again.)'
             % (server_message(error), self.config.describe()))
         failure.__cause__ = error
-        return with_sqlstate(failure, error)
+        return self.note_failure(with_sqlstate(failure, error))
 
     def _refused_write(self, error: BaseException) -> bool:
         return self._writes and is_read_only_error(error)
@@ -246,6 +256,7 @@ class TransactionControl:
         self._make_ready(raw)
         self._begin = self._opening()
         self.replays += 1
+        self.stats.replays += 1
         log.info('Sending the first statement of the transaction again, on '
                  'the new connection.')
         return raw
@@ -372,19 +383,19 @@ class TransactionControl:
         reason = self.death_reason()
         if reason is not None:
             self.discard(reason)
-            raise DisconnectionError(
+            raise self.note_failure(DisconnectionError(
                 'The connection to %s was lost before %s (%s); nothing was '
                 'committed.  Abort, then begin() and run the transaction '
-                'again.' % (self.config.describe(), verb, reason))
+                'again.' % (self.config.describe(), verb, reason)))
         status = self._raw.get_transaction_status()
         if status == _FAILED:
             # PostgreSQL would answer COMMIT (or PREPARE) with a rollback
             # and no error: a commit() that returned would be a lie.
-            raise TransactionAbortedError(
+            raise self.note_failure(TransactionAbortedError(
                 'Cannot %s: a statement of this transaction failed earlier, '
                 'so the database rolled it back and nothing was committed.  '
                 'Call abort(); to go on after an expected error, run that '
-                'statement inside a savepoint.' % verb)
+                'statement inside a savepoint.' % verb))
         return status != _IDLE
 
     def finish_prepared(self, gid: str, commit: bool) -> None:
@@ -412,8 +423,8 @@ class TransactionControl:
             self.discard(server_message(e))
 
     def lost_in_transaction(self, error: BaseException) -> DisconnectionError:
-        return with_sqlstate(DisconnectionError(
+        return self.note_failure(with_sqlstate(DisconnectionError(
             '%s\n(The connection to %s was lost during a transaction; nothing '
             'of it was committed.  Call abort(), then begin() and run it '
             'again.)' % (server_message(error), self.config.describe())),
-            error)
+            error))

@@ -31,6 +31,8 @@ from canonical.database.forksafety import renew_after_fork
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.hosts import servers_for
 from canonical.database.interfaces import IDatabaseConnection
+from canonical.database.interfaces import IDatabaseStats
+from canonical.database.interfaces import IDatabaseStatsProvider
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.database.interfaces import NoTransactionError
 from canonical.database.interfaces import NotInstalledError
@@ -40,6 +42,7 @@ from canonical.database.sqlbase import set_connection_source
 from canonical.database.policy import current_policy
 from canonical.database.routing import route
 from canonical.database.standbys import stop_all as stop_standby_monitors
+from canonical.database.stats import stats_for
 
 __all__ = ['ZopelessTransactionManager']
 
@@ -91,7 +94,7 @@ class _Synchronizer:
         pass
 
 
-@implementer(IZopelessTransactionManager)
+@implementer(IZopelessTransactionManager, IDatabaseStatsProvider)
 class ZopelessTransactionManager:
     """See IZopelessTransactionManager."""
 
@@ -250,6 +253,9 @@ class ZopelessTransactionManager:
                     'No transaction is in progress in this thread; call '
                     'begin() first.')
         return state.db
+
+    def stats(self) -> IDatabaseStats:
+        return stats_for(self.config)
 
     def uninstall(self) -> None:
         if not self.installed:

@@ -11,6 +11,7 @@ from canonical.launchpad.scripts.cron import LaunchpadCronScript
 from canonical.launchpad.scripts.cron import cronscript_enabled
 from canonical.launchpad.scripts.dblooptuner import DBLoopTuner
 from canonical.launchpad.scripts.interfaces import ITunableLoop
+from canonical.launchpad.scripts.interfaces import ITunableLoopItems
 from canonical.launchpad.scripts.interfaces import LaunchpadScriptFailure
 from canonical.launchpad.scripts.interfaces import LockHeldError
 from canonical.launchpad.scripts.interfaces import ScriptInterrupted
@@ -29,6 +30,7 @@ __all__ = [
     'ScriptInterrupted',
     'LockHeldError',
     'ITunableLoop',
+    'ITunableLoopItems',
     'LoopTuner',
     'DBLoopTuner',
     'TunableLoop',

@@ -83,6 +83,7 @@ class LaunchpadScript:
     database_policy: Optional[str] = None
     lock_dir: Optional[str] = None    # None: see lock.default_lock_dir()
     log_stream: Optional[TextIO] = None   # None: sys.stderr
+    items_processed: Optional[int] = None   # main() may count its work
 
     def __init__(self, name: Optional[str] = None,
                  dbuser: Optional[str] = None,
@@ -98,6 +99,7 @@ class LaunchpadScript:
                 '--dry-run', action='store_true', dest='dry_run',
                 default=False, help='Do everything, but roll every commit '
                 'back instead.')
+        self._add_framework_options()
         self.add_my_options()
         self.options, self.args = self.parser.parse_args(args=test_args)
         for value in self.options.log_files:
@@ -130,6 +132,9 @@ class LaunchpadScript:
     def _may_run(self) -> bool:
         """False when the script must not run now (LaunchpadCronScript)."""
         return True
+
+    def _add_framework_options(self) -> None:
+        """Options of a kind of script (LaunchpadCronScript's)."""
 
     # -- running --------------------------------------------------------------
 

@@ -14,6 +14,11 @@ $ZOPELESS_CRON_CONTROL, else /etc/zopeless/cronscripts.ini.  A missing
 file enables every script.  A file that cannot be read or understood stops
 the script with CronControlError: it was probably being edited to turn
 something off.
+
+With ``--metrics-dir DIR`` (or $ZOPELESS_METRICS_DIR) every run that was
+not switched off writes its duration, exit status, items processed and
+the time of the last success to ``DIR/<name>.prom``, for node_exporter's
+textfile collector (see textfile.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from zope.interface import implementer
 from canonical.launchpad.scripts.base import LaunchpadScript
 from canonical.launchpad.scripts.interfaces import CronControlError
 from canonical.launchpad.scripts.interfaces import ILaunchpadCronScript
+from canonical.launchpad.scripts.textfile import METRICS_DIR_ENV
+from canonical.launchpad.scripts.textfile import metrics_path
+from canonical.launchpad.scripts.textfile import write_run
 
 __all__ = ['LaunchpadCronScript', 'cronscript_enabled', 'cron_control_path',
            'CRON_CONTROL_ENV', 'DEFAULT_CRON_CONTROL']
@@ -82,3 +90,30 @@ class LaunchpadCronScript(LaunchpadScript):
         self.logger.info('%s is disabled in %s; not running.', self.name,
                          cron_control_path(self.cron_control_file))
         return False
+
+    def _add_framework_options(self) -> None:
+        self.parser.add_option(
+            '--metrics-dir', dest='metrics_dir', metavar='DIR',
+            default=os.environ.get(METRICS_DIR_ENV) or None,
+            help='Write the run\'s figures to DIR/<name>.prom for '
+            'node_exporter\'s textfile collector (default: $%s).'
+            % METRICS_DIR_ENV)
+
+    @property
+    def metrics_file(self) -> Optional[str]:
+        directory = self.options.metrics_dir
+        return metrics_path(directory, self.name) if directory else None
+
+    def _report_end(self, status: int, seconds: float,
+                    locked: bool) -> None:
+        super()._report_end(status, seconds, locked)
+        path = self.metrics_file
+        if path is None or self._skipped:
+            return
+        try:
+            write_run(path, self.name, status, seconds, self.items_processed)
+        except OSError as e:
+            # The run itself is over and its status stands.
+            self.logger.warning('Cannot write the metrics file %s: %s; '
+                                'check the directory exists and is writable.',
+                                path, e.strerror or e)

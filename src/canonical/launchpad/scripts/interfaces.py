@@ -35,6 +35,7 @@ __all__ = [
     'ITunableLoop',
     'ITunableLoopCleanUp',
     'ITunableLoopEstimate',
+    'ITunableLoopItems',
     'ILoopTuner',
     'IDBLoopTuner',
     'ILoopStats',
@@ -135,6 +136,9 @@ class ILaunchpadScript(Interface):
     lock = Attribute("The IScriptLock of this script.")
     interrupts = Attribute("The IInterruptHandler of this script.")
     is_dry_run = Attribute("True when run with --dry-run.")
+    items_processed = Attribute(
+        "How many items main() processed, if it counts them (None by "
+        "default): a cron script's metrics file reports it.")
 
     def main():
         """Do the work.  Raise LaunchpadScriptFailure to give up."""
@@ -173,6 +177,12 @@ class ILaunchpadCronScript(ILaunchpadScript):
     """
 
     cron_control_file = Attribute("Path of the control file, or None.")
+    metrics_file = Attribute(
+        "Where each run that was not switched off writes its figures for "
+        "node_exporter's textfile collector (duration, exit status, items "
+        "processed, time of the last success), atomically: "
+        "<--metrics-dir or $ZOPELESS_METRICS_DIR>/<name>.prom; None when "
+        "neither is set.")
 
     def is_enabled():
         """True when the control file lets this script run."""
@@ -267,8 +277,9 @@ class ITunableLoop(Interface):
         """True when there is no work left."""
 
     def __call__(chunk_size):
-        """Do about ``chunk_size`` items of work and commit them.  May return
-        how many items were done (``chunk_size`` is assumed otherwise)."""
+        """Do about ``chunk_size`` items of work and commit them.  What it
+        returns is ignored, as in Launchpad: the chunk counts as
+        ``chunk_size`` items, unless the loop provides ITunableLoopItems."""
 
 
 class ITunableLoopCleanUp(Interface):
@@ -276,6 +287,17 @@ class ITunableLoopCleanUp(Interface):
 
     def cleanUp():
         """Called once when the loop ends, however it ends."""
+
+
+class ITunableLoopItems(Interface):
+    """Optional, declared with ``@implementer``: a loop that counts the
+    items it did, so the tuner sizes chunks by them and the stats report
+    them.  An attribute nobody sets by chance, never the return value of
+    __call__, which Launchpad's loops return anything from."""
+
+    items_done = Attribute(
+        "Items done and committed so far: a running total the loop keeps. "
+        "A chunk counts as its increase over the chunk.")
 
 
 class ITunableLoopEstimate(Interface):
@@ -316,7 +338,9 @@ class ILoopTuner(Interface):
     minimum_chunk_size = Attribute("The smallest chunk, and the first.")
     maximum_chunk_size = Attribute("The largest chunk.")
     abort_time = Attribute("Stop (with a warning) after this many seconds.")
-    cooldown_time = Attribute("Seconds to sleep between chunks, or None.")
+    cooldown_time = Attribute(
+        "Seconds to sleep between chunks; None, zero or less: no sleep, as "
+        "in Launchpad.")
     progress_interval = Attribute("Seconds between progress lines.")
     max_retries = Attribute(
         "Transient failures in a row after which the error is raised.")

@@ -8,9 +8,11 @@ than eightfold at a time, within the bounds::
 
     next = sqrt(size * rate * goal_seconds)
 
-A chunk cut off by a disconnection or a serialization failure committed
-nothing: it is run again, with the same size, after its transaction is
-aborted.  Time a chunk spent waiting for a lost database (DBLoopTuner
+A chunk counts as ``chunk_size`` items, whatever ``__call__`` returns
+(Launchpad's loops return anything, or nothing), unless the loop declares
+ITunableLoopItems and keeps ``items_done``.  A chunk cut off by a
+disconnection or a serialization failure committed nothing: it is run
+again, with the same size, after its transaction is aborted.  Time a chunk spent waiting for a lost database (DBLoopTuner
 knows it) does not count when tuning.
 """
 
@@ -29,6 +31,7 @@ from canonical.launchpad.scripts.completion import abort_quietly
 from canonical.launchpad.scripts.interfaces import ILoopStats
 from canonical.launchpad.scripts.interfaces import ILoopTuner
 from canonical.launchpad.scripts.interfaces import ITunableLoop
+from canonical.launchpad.scripts.interfaces import ITunableLoopItems
 
 __all__ = ['LoopTuner', 'LoopStats', 'is_retryable']
 
@@ -90,6 +93,7 @@ class LoopTuner:
             raise ValueError('Need 1 <= minimum_chunk_size <= '
                              'maximum_chunk_size.')
         self.operation = operation
+        self._counts_items = ITunableLoopItems.providedBy(operation)
         self.goal_seconds = float(goal_seconds)
         self.minimum_chunk_size = minimum_chunk_size
         self.maximum_chunk_size = maximum_chunk_size
@@ -133,8 +137,9 @@ class LoopTuner:
         size = self._next_size()
         marker = self._outage_marker()
         started = self._time()
+        before = self._items_done()
         try:
-            result = self.operation(size)
+            self.operation(size)  # what it returns means nothing here
         except Exception as error:
             if not is_retryable(error) or self._failures >= self.max_retries:
                 raise
@@ -145,9 +150,12 @@ class LoopTuner:
         self.stats.downtime += waited
         if self._failures or waited:
             self._report_recovery(waited)
-        done = size if result is None else int(result)
+        done = size if before is None else self._items_done() - before
         self._tune(size, done, max(0.0, seconds - waited))
         self._maybe_report_progress()
+
+    def _items_done(self) -> Optional[int]:
+        return self.operation.items_done if self._counts_items else None
 
     def _next_size(self) -> int:
         return int(max(self.minimum_chunk_size,
@@ -219,8 +227,10 @@ class LoopTuner:
     # -- between chunks -------------------------------------------------------
 
     def _coolDown(self) -> None:
-        """Pause before a chunk: cooldown_time after the first, if any."""
-        if self.cooldown_time and self.stats.chunks:
+        """Pause before a chunk: cooldown_time after the first, if any;
+        none for a cooldown_time of zero or less, as in Launchpad."""
+        if self.cooldown_time is not None and self.cooldown_time > 0 and \
+                self.stats.chunks:
             self._sleep(self.cooldown_time)
 
     def _sleep(self, seconds: float) -> None:

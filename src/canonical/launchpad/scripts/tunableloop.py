@@ -13,6 +13,9 @@
             transaction.commit()
             self.next_id += chunk_size   # moves on once committed
 
+What ``__call__`` returns is ignored, as in Launchpad; a loop that counts
+its items declares ``ITunableLoopItems`` and keeps ``items_done``.
+
     ExpireSessions(log).run()
 """
 
@@ -56,7 +59,7 @@ class TunableLoop:
     def isDone(self) -> bool:
         raise NotImplementedError
 
-    def __call__(self, chunk_size: int) -> Optional[int]:
+    def __call__(self, chunk_size: int) -> Any:
         raise NotImplementedError
 
     def cleanUp(self) -> None:

@@ -21,7 +21,10 @@ import os
 import time
 from typing import List, Optional
 
+from zope.interface import implementer
+
 from canonical.launchpad.scripts import LaunchpadCronScript
+from canonical.launchpad.scripts import ITunableLoopItems
 from canonical.launchpad.scripts import TunableLoop
 
 __all__ = ['WorkLoop', 'WorkScript', 'WORK_TABLE_SQL', 'marker']
@@ -40,6 +43,7 @@ def marker(text: str) -> None:
     print(text, flush=True)
 
 
+@implementer(ITunableLoopItems)
 class WorkLoop(TunableLoop):
     """One item per work_item row, in id order; moves on once committed."""
 
@@ -60,7 +64,11 @@ class WorkLoop(TunableLoop):
     def estimateRemaining(self) -> int:
         return len(self.ids) - self.position
 
-    def __call__(self, chunk_size: int) -> int:
+    @property
+    def items_done(self) -> int:
+        return self.position
+
+    def __call__(self, chunk_size: int) -> None:
         options = self.script.options
         number = self.chunks + 1
         batch = self.ids[self.position:self.position + chunk_size]
@@ -82,7 +90,6 @@ class WorkLoop(TunableLoop):
         self.position += len(batch)
         self.chunks = number
         marker('COMMITTED chunk=%d upto=%d' % (number, batch[-1]))
-        return len(batch)
 
 
 class WorkScript(LaunchpadCronScript):
