@@ -322,9 +322,14 @@ class PatroniCluster:
             found = self.topology()
             replicas = [m for m in found.values() if m.get('role') in (
                 'replica', 'sync_standby')]
+            # Under synchronous_mode only a synchronous standby may be
+            # promoted: a cluster without one cannot fail over.
+            synced = not self.synchronous or any(
+                m.get('role') == 'sync_standby' for m in replicas)
             if len(found) == self.size and len(replicas) == self.size - 1 \
-                    and all(m.get('state') in ('running', 'streaming')
-                            and m.get('lag', 0) == 0 for m in replicas):
+                    and synced and all(
+                        m.get('state') in ('running', 'streaming')
+                        and m.get('lag', 0) == 0 for m in replicas):
                 return
             if time.monotonic() > deadline:
                 raise ClusterError('replicas not streaming within %s s: %r'
