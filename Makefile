@@ -1,6 +1,6 @@
 # The two commands of the README (each sets up what is missing first), and
 # the project's checks.  .ci/run runs the checks in order.
-.PHONY: demo test matrix dist smoke pins
+.PHONY: demo test matrix dist smoke pins layering
 
 demo:
 	@scripts/setup.sh
@@ -23,6 +23,11 @@ dist:
 # The wheel of dist/ in a fresh virtualenv, used from outside the checkout.
 smoke: dist
 	scripts/smoke.sh
+
+# Which way the imports run: the library imports nothing above it, and no
+# import cycle (scripts/layering.py; tests/test_layering.py runs it too).
+layering:
+	python3 scripts/layering.py
 
 # constraints.txt anew, from the newest versions setup.py allows.
 pins:

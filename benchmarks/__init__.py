@@ -2,5 +2,6 @@
 SQLObject alone, the 2005 reconnect strategy, zope.sqlalchemy and Storm.
 
 Run ``bin/bench`` (or ``bin/python -m benchmarks``), with ``--quick`` for
-a short run; see run.py for the options.
+a short run; see cli.py for the options.  Each section is a module of
+sections/ that registers itself (registry.py); run.py runs the wanted ones.
 """

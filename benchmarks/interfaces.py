@@ -1,14 +1,74 @@
-"""The contracts of the failover benchmark (benchmarks/failover*.py).
+"""The contracts of bin/bench: its sections, and the failover section's
+systems (benchmarks/failover*.py).
 
 The older sections (throughput, round trips, recovery, herd, memory) call
-duck-typed systems; these contracts cover what the failover section calls
-on its systems, their clients and the servers it fails over.
+duck-typed systems; the failover contracts cover what the failover section
+calls on its systems, their clients and the servers it fails over.
 """
 
 from zope.interface import Attribute
 from zope.interface import Interface
 
-__all__ = ['IFailoverSystem', 'IFailoverClient', 'IServerPair']
+__all__ = ['IBenchSection', 'IBenchRun', 'IFailoverSystem',
+           'IFailoverClient', 'IServerPair']
+
+
+class IBenchRun(Interface):
+    """What one ``bin/bench`` run hands each section (benchmarks/run.py)."""
+
+    args = Attribute('The parsed command line (benchmarks/cli.py).')
+    settings = Attribute('The rounds, durations and outages of this run '
+                         '(cli.FULL or cli.QUICK).')
+    cluster = Attribute('The benchmark cluster, or None when no wanted '
+                        'section needs it.')
+    available = Attribute('The systems whose packages import, in order.')
+    problems = Attribute('{module: error} of the anchors that do not.')
+    results = Attribute('The run\'s benchmarks.report.Results.')
+    extra = Attribute('The dict written to results-meta.json.')
+    counter = Attribute('The run\'s benchmarks.env.ConnectCounter.')
+    progress = Attribute('The benchmarks.report.Progress line.')
+    ids = Attribute('The Person ids the workloads read and write.')
+    conn_args = Attribute('(host, port, dbname, user) of the cluster.')
+    sections = Attribute('Every registered IBenchSection, in order.')
+
+    def wanted(key):
+        """True when ``--only`` asks for ``key`` (or names nothing)."""
+
+    def system(name):
+        """The system ``name`` connected to the cluster, made once."""
+
+    def say(*words):
+        """One line on stderr."""
+
+
+class IBenchSection(Interface):
+    """One section of bin/bench.  A module of benchmarks/sections/ makes
+    one and hands it to benchmarks.registry.register(): the run finds it
+    there, no central list names it."""
+
+    name = Attribute('Its name, the key of its figures in the meta file.')
+    order = Attribute('Where it runs and reports among the sections '
+                      '(lower first).')
+    targets_order = Attribute('Where its target lines come among the '
+                              'others\' (lower first).')
+    keys = Attribute('The ``--only`` names selecting it.')
+    only_help = Attribute('Its part of the ``--only`` help text.')
+    needs_cluster = Attribute(
+        'False when it makes servers of its own: run alone, it replaces '
+        'only its own entries of results.json and starts no cluster.')
+
+    def steps(run):
+        """How many progress steps it will take in the IBenchRun ``run``
+        (0 when not wanted)."""
+
+    def run(run):
+        """Measure, adding entries to ``run.results``."""
+
+    def targets(results):
+        """Lines of the 'Targets:' block (met or missed), maybe none."""
+
+    def summary(results):
+        """A block printed after the targets when it was wanted, or None."""
 
 
 class IFailoverClient(Interface):

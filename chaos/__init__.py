@@ -10,9 +10,12 @@ committed is in the database exactly once, that units reported failed are
 absent, that the ledger sum holds and that nothing leaked.  A
 crash-durability case follows (``pg_ctl stop -m immediate`` with fsync on).
 
-Other topologies (``chaos.topology``) take other faults: a primary and a
-standby in network namespaces, failed over every way (``chaos.ha``,
-``chaos.hafaults``), and a primary behind PgBouncer (``chaos.bouncer``).
+Other topologies take other faults: a primary and a standby in network
+namespaces, failed over every way (``chaos.topologies.ha``,
+``chaos.hafaults``), and a primary behind PgBouncer
+(``chaos.topologies.bouncer``).  Each module of ``chaos/topologies/``
+registers its topology with ``chaos.topology``; what they share is in
+``chaos.base``.
 
 Run it::
 

@@ -7,7 +7,7 @@ import os
 import random
 import sys
 
-from chaos.topology import TOPOLOGY_KINDS, topology_for
+from chaos.topology import TOPOLOGY_KINDS, descriptions, topology_for
 from canonical.testing.cluster import default_base
 
 ALL_KINDS = tuple(k for kinds in TOPOLOGY_KINDS.values() for k in kinds)
@@ -29,11 +29,9 @@ def main(argv=None):
                              'cut off in flight are reported ambiguous')
     parser.add_argument('--topology', choices=sorted(TOPOLOGY_KINDS),
                         default=None,
-                        help='single: one cluster behind the test proxy; '
-                             'ha: a primary and a standby in network '
-                             'namespaces of their own (root); bouncer: a '
-                             'primary behind PgBouncer (default: the one '
-                             'of --faults, else single)')
+                        help='; '.join(
+                            '%s: %s' % item for item in descriptions().items())
+                        + ' (default: the one of --faults, else single)')
     parser.add_argument('--faults', default=None,
                         help='comma-separated fault kinds (default: all '
                              'of the topology): ' + '; '.join(

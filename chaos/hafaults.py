@@ -1,4 +1,4 @@
-"""The fault kinds of the "ha" topology (``chaos.ha``).
+"""The fault kinds of the "ha" topology (``chaos.topologies.ha``).
 
 Each fault takes the primary away, promotes the standby, and ends with the
 old primary back as a standby of its successor (``follow``: pg_rewind), so
@@ -31,14 +31,13 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional, Set
 
+from chaos.base import DBNAME
 from chaos.faults import Injector
-from chaos.ha import label
 from chaos.interfaces import ITopology
-from chaos.topology import DBNAME, TOPOLOGY_KINDS
 from canonical.testing.cluster.interfaces import IReplicationNode
 from canonical.testing.cluster.interfaces import ReplicationError
 
-__all__ = ['HAFaultInjector', 'PARTITION_SECONDS']
+__all__ = ['HAFaultInjector', 'PARTITION_SECONDS', 'label']
 
 # How long a silent partition lasts at least: longer than the library's
 # default keepalive (2 s idle, 2 probes 1 s apart) and tcp_user_timeout
@@ -50,10 +49,17 @@ __all__ = ['HAFaultInjector', 'PARTITION_SECONDS']
 PARTITION_SECONDS = 5.0
 
 
-class HAFaultInjector(Injector):
-    """See the module docstring; ``topology`` is a chaos.ha.HATopology."""
+def label(node: IReplicationNode) -> str:
+    """host:port, as libpq reports the server of a connection."""
+    return '%s:%s' % (node.host, node.port)
 
-    KINDS = TOPOLOGY_KINDS['ha']
+
+class HAFaultInjector(Injector):
+    """See the module docstring; ``topology`` is a
+    chaos.topologies.ha.HATopology."""
+
+    KINDS = ('failover_sync', 'failover_async', 'switchover',
+             'fence_in_place', 'silent_partition')
 
     def __init__(self, seed: Any, topology: ITopology,
                  kinds: Optional[tuple] = None, interval: float = 1.5,

@@ -25,8 +25,8 @@ from chaos.faults import KINDS
 from chaos.interfaces import IFaultInjector, ITopology
 from chaos.models import OPENING_BALANCE, SCHEMA
 from chaos.report import figures, write_json
-from chaos.topology import DBNAME, MAX_CONNECTIONS, TOPOLOGY_KINDS
-from chaos.topology import make_topology, topology_for
+from chaos.base import DBNAME, MAX_CONNECTIONS
+from chaos.topology import TOPOLOGY_KINDS, make_topology, topology_for
 from chaos.workload import JournalBook, Worker
 from canonical.testing.cluster import default_base
 from canonical.testing.cluster.conf import PASSWORD_ROLE_PASSWORD

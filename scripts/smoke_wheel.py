@@ -28,9 +28,12 @@ from canonical.lp.version import __version__
 
 DBNAME = 'zopeless_smoke'
 
-# The test kit, whose extra needs are the test extra (not installed here).
+# The test kit, whose extra needs are the test extra (not installed here),
+# and the library's two compat shims that lead to it (importing
+# canonical.database.cluster.__main__ runs the cluster's command line).
 TEST_KIT = ('canonical.testing.cluster', 'canonical.database.ftests',
-            'canonical.launchpad.ftests', 'canonical.testing')
+            'canonical.database.cluster', 'canonical.launchpad.ftests',
+            'canonical.testing')
 TEST_EXTRA = ('zope.testrunner', 'zope.testing', 'hypothesis', 'twisted')
 
 

@@ -106,8 +106,29 @@ class TopologyTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             topology_for(('no_such_kind',))
 
+    def test_the_topologies_register_themselves(self):
+        self.assertEqual(list(TOPOLOGY_KINDS), ['single', 'ha', 'bouncer'])
+        self.assertEqual(TOPOLOGY_KINDS['bouncer'],
+                         ('pgbouncer_pause', 'pgbouncer_restart',
+                          'restart_behind_pgbouncer'))
+        with self.assertRaises(ValueError) as caught:
+            make_topology('patroni', '/x')
+        self.assertIn('single, ha or bouncer', str(caught.exception))
+
+        from chaos import topology
+
+        class Patroni:
+            def __init__(self, base):
+                self.base = base
+        topology.register('patroni-test', ('patroni_kill',), Patroni)
+        self.addCleanup(topology._REGISTRY.pop, 'patroni-test')
+        self.assertEqual(topology_for(('patroni_kill',)), 'patroni-test')
+        self.assertEqual(make_topology('patroni-test', '/x').base, '/x')
+        with self.assertRaises(ValueError):
+            topology.register('ha', (), Patroni)
+
     def test_topologies_and_injectors_keep_their_interfaces(self):
-        from chaos.bouncer import BouncerFaultInjector
+        from chaos.topologies.bouncer import BouncerFaultInjector
         from chaos.faults import FaultInjector
         from chaos.hafaults import HAFaultInjector
         for name in TOPOLOGY_KINDS:

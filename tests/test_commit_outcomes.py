@@ -360,3 +360,24 @@ class TestMarkerTableFirstUse(FailoverTestCase):
                 thread.join(30)
             self.uninstall(ztm)
         self.assertEqual(errors, [])
+
+    def test_a_server_that_lost_the_table_gets_it_again(self):
+        # A standby promoted before the table's creation replicated to it:
+        # the process made the table long ago, the new primary lacks it.
+        # Its next session makes it there instead of failing every begin().
+        from canonical.database.outcomes import TABLE
+        primary = self.servers.primary()
+        ztm = self.install(primary)
+        ztm.begin()
+        ztm.connection().execute('SELECT 1')
+        ztm.commit()
+        primary.psql("SELECT pg_terminate_backend(pid) FROM "
+                     "pg_stat_activity WHERE datname = 'launchpad_ftest' "
+                     "AND pid <> pg_backend_pid(); DROP TABLE %s" % TABLE,
+                     dbname='launchpad_ftest')
+        ztm.begin()
+        self.assertIsNotNone(ztm.connection().outcome_slot)
+        ztm.connection().execute('SELECT 1')
+        ztm.commit()
+        self.assertEqual(rows(primary, "SELECT count(*) FROM %s" % TABLE),
+                         ['1'])

@@ -18,7 +18,7 @@ from canonical.database.reconnect import coordinator_for
 from canonical.launchpad.database import Person
 from canonical.lp import initZopeless
 from test_reconnect_faults import FaultTestCase
-from test_reconnect_faults import ProxiedTestCase
+from test_reconnect_proxied import ProxiedTestCase
 
 
 class ReplayMixin:

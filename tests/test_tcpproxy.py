@@ -12,6 +12,7 @@ from zope.interface.verify import verifyObject
 
 from canonical.database.ftests import getDBHost
 from canonical.database.ftests import getDBPort
+from canonical.testing.interfaces import ILinkOwner
 from canonical.testing.interfaces import ITCPProxy
 from canonical.testing.tcpproxy import TCPProxy
 from canonical.testing.waiting import wait_for
@@ -55,6 +56,7 @@ class TestFigures(ProxyTestCase):
 
     def test_provides_its_interface(self):
         self.assertTrue(verifyObject(ITCPProxy, self.proxy))
+        self.assertTrue(verifyObject(ILinkOwner, self.proxy))
 
     def test_counts_round_trips_and_statements(self):
         conn = self.connect()

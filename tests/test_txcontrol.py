@@ -16,7 +16,7 @@ from sqlobject import dberrors
 
 from canonical.testing.waiting import wait_for
 from canonical.database.interfaces import TransactionAbortedError
-from canonical.database.txcontrol import DeclaredCursor
+from canonical.database.rawsql import DeclaredCursor
 from canonical.launchpad.database import Person
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
 from canonical.lp import initZopeless

@@ -38,7 +38,7 @@ from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
 from canonical.database.twophase import new_gid
 from canonical.database.txcontrol import TransactionControl
-from canonical.database.txcontrol import rollback_quietly
+from canonical.database.rawsql import rollback_quietly
 
 __all__ = ['ReconnectingConnection']
 

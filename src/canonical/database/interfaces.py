@@ -1,7 +1,21 @@
 """The contracts of canonical.database: interfaces and exceptions.
 
 Everything a user of the package can catch or rely on is declared here;
-the implementations point back with ``@implementer``.
+the implementations point back with ``@implementer``.  The test kit's
+contracts are the kit's (canonical.testing.interfaces,
+canonical.testing.cluster.interfaces).
+
+Read from the top: each group, under a heading comment, has the
+interfaces of one role and the errors they raise.
+
+* the base error (ZopelessError);
+* configuration (IDatabaseConfig);
+* the transaction manager and its data manager: what scripts use;
+* the connection: one thread's statements and transaction control;
+* reconnecting and the host list: outages, failovers, refused servers;
+* outcomes and two-phase commit: a lost COMMIT answer settled, prepared
+  transactions;
+* additions: new groups, at the end.
 
 Which exceptions to catch
 -------------------------
@@ -22,33 +36,40 @@ from zope.interface import Attribute
 from zope.interface import Interface
 
 __all__ = [
-    'IDatabaseConfig',
-    'IDatabaseConnection',
-    'IReconnectCoordinator',
-    'IServerIdentity',
-    'IDatabaseServers',
-    'IPreparedTransactions',
-    'ICommitOutcomes',
-    'IZopelessTransactionManager',
-    'IZopelessDataManager',
+    # the base error
     'ZopelessError',
+    # configuration
+    'IDatabaseConfig',
     'ConfigurationError',
     'ConflictingTransactionManagerError',
+    # the transaction manager and its data manager
+    'IZopelessTransactionManager',
+    'IZopelessDataManager',
     'NotInstalledError',
-    'InvalidValueError',
     'NoTransactionError',
     'TransactionInProgressError',
+    # the connection
+    'IDatabaseConnection',
+    'InvalidValueError',
+    'TransactionAbortedError',
+    # reconnecting and the host list
+    'IReconnectCoordinator',
+    'IDatabaseServers',
+    'IServerIdentity',
     'ConnectionFailedError',
     'DatabaseUnavailableError',
     'DisconnectionError',
     'ReadOnlyServerError',
+    # outcomes and two-phase commit
+    'ICommitOutcomes',
+    'IPreparedTransactions',
     'CommitOutcomeUnknownError',
-    'TransactionAbortedError',
     'TransactionLostError',
 ]
 
 
-# -- exceptions --------------------------------------------------------------
+# -- The base error ----------------------------------------------------------
+# Every error the library raises itself derives from it.
 
 class ZopelessError(Exception):
     """Base of every error this library raises itself.
@@ -61,80 +82,8 @@ class ZopelessError(Exception):
     pgcode = None
 
 
-class ConfigurationError(ZopelessError, ValueError):
-    """The database settings are malformed; fix them and call again."""
-
-
-class ConflictingTransactionManagerError(ZopelessError):
-    """initZopeless() was called again with different settings."""
-
-
-class NotInstalledError(ZopelessError):
-    """The transaction manager was uninstalled and can no longer be used."""
-
-
-class InvalidValueError(ZopelessError, ValueError):
-    """A value cannot be stored as given (NUL byte, invalid Unicode)."""
-
-
-class NoTransactionError(ZopelessError, AttributeError):
-    """A model was used in a thread that has no transaction in progress."""
-
-
-class TransactionInProgressError(ZopelessError, AlreadyInTransaction):
-    """begin() was called while this thread already has a transaction."""
-
-
-class ConnectionFailedError(ZopelessError, dberrors.OperationalError):
-    """The server refused the connection for good (bad user, password,
-    database or DSN); waiting would not help."""
-
-
-class DatabaseUnavailableError(ZopelessError, dberrors.OperationalError,
-                               TransientError):
-    """The database stayed unreachable for longer than the reconnect
-    timeout."""
-
-
-class DisconnectionError(ZopelessError, dberrors.OperationalError,
-                         TransientError):
-    """The connection died while a transaction was in progress; nothing of
-    it was committed.  Abort and run the transaction again."""
-
-
-class ReadOnlyServerError(ZopelessError, dberrors.OperationalError,
-                          TransientError):
-    """The server refused a write because it does not take writes (any
-    more): a standby, a primary fenced with default_transaction_read_only,
-    or one demoted after a switchover.  The connection was dropped; nothing
-    of the transaction was committed.  Abort and run it again: the next
-    begin() waits for a writable server.  ``pgcode`` is '25006'."""
-
-    pgcode = '25006'
-
-
-class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
-    """The connection died while COMMIT was in flight: the transaction may
-    or may not have committed."""
-
-
-class TransactionAbortedError(ZopelessError, dberrors.InternalError):
-    """commit() was called after a statement of the transaction failed:
-    PostgreSQL has aborted the transaction and would answer COMMIT with a
-    rollback, so nothing of it was committed.  Call abort(); to go on
-    after an expected error, run that statement inside a savepoint."""
-
-    pgcode = '25P02'  # in_failed_sql_transaction
-
-
-class TransactionLostError(ZopelessError, dberrors.OperationalError):
-    """A failover lost the database's part of a two-phase transaction that
-    the other data managers had already committed: the server the library
-    now talks to never received it.  The transaction is partly done and
-    needs a person."""
-
-
-# -- interfaces --------------------------------------------------------------
+# -- Configuration -----------------------------------------------------------
+# Where the database is and how to talk to it; initZopeless() takes one.
 
 class IDatabaseConfig(Interface):
     """Where the database is and how to talk to it.
@@ -200,203 +149,107 @@ class IDatabaseConfig(Interface):
         database with the same behaviour."""
 
 
-class IReconnectCoordinator(Interface):
-    """Connection making for one database, shared by a process's threads.
+class ConfigurationError(ZopelessError, ValueError):
+    """The database settings are malformed; fix them and call again."""
 
-    While the database answers, threads connect side by side; during an
-    outage one thread probes with capped exponential backoff and the others
-    wait for its verdict.  The counters are figures for tools and tests.
+
+class ConflictingTransactionManagerError(ZopelessError):
+    """initZopeless() was called again with different settings."""
+
+
+# -- The transaction manager and its data manager ----------------------------
+# What scripts use, and what joins the ``transaction`` package for them.
+
+class IZopelessTransactionManager(Interface):
+    """What scripts use: the per-thread database transactions of a process.
+
+    It is registered as a utility by initZopeless().  Each thread has its own
+    connection and its own transaction; commit() and abort() end this
+    thread's transaction through the ``transaction`` package, so other data
+    managers joined to it commit or abort together with the database.
     """
 
-    in_outage = Attribute("True while the database is found unreachable.")
-    attempts = Attribute("Connection attempts made, counting every one.")
-    outage_attempts = Attribute("Attempts made by probers during outages.")
-    outages = Attribute("Outages begun.")
-    last_downtime = Attribute(
-        "Seconds from the start of the last outage to its end.")
-    refusals = Attribute(
-        "Failed attempts by what they met (a dict: too_many_clients, "
-        "starting_up, shutting_down, recovering, refused, timeout, "
-        "read_only, stale, other; see "
-        "canonical.database.classify.connect_failure_kind).")
-    last_failure = Attribute(
-        "What the last failed attempt met (a key of refusals), or None.")
+    config = Attribute("The IDatabaseConfig in use.")
+    implicitBegin = Attribute("See IDatabaseConfig.implicitBegin.")
+    installed = Attribute("False once uninstall() has run.")
 
-    def connect(config, deadline=None, reason=None):
-        """A new psycopg2 connection made from ``config``, waiting through
-        an outage until the monotonic ``deadline`` (None: for ever).
+    def begin():
+        """Begin a transaction in this thread.
 
-        ``reason`` is set when a connection was lost (it has already been
-        reported).  Raises ConnectionFailedError for permanent refusals
-        and DatabaseUnavailableError at the deadline.
+        With implicitBegin=False nothing touches the database before this.
+        A lost connection is re-established first, blocking until the
+        database is back (see IDatabaseConnection.ensure_connected).
+        Raises TransactionInProgressError when this thread already began,
+        ConnectionFailedError for permanent refusals and
+        DatabaseUnavailableError after reconnect_timeout.
         """
 
-    def note_loss():
-        """A connection of this database was found dead: until the next
-        success, threads connect one at a time."""
+    def commit():
+        """Commit this thread's transaction (transaction.commit()).
+
+        A disconnection before COMMIT raises DisconnectionError (nothing
+        committed, safe to retry); one during COMMIT raises
+        CommitOutcomeUnknownError unless resolve_commit_outcome is set.
+        With implicitBegin a new transaction is begun afterwards.
+        Raises NoTransactionError when no transaction was begun.
+        """
+
+    def abort():
+        """Roll back this thread's transaction (transaction.abort()).
+
+        Never fails because the connection is dead.
+        """
+
+    def set_isolation_level(level):
+        """Use ``level`` for the transactions begun from now on in every
+        thread.  Raises ConfigurationError for an unknown level."""
+
+    def connection():
+        """This thread's IDatabaseConnection, for raw SQL in the current
+        transaction.  Work done there commits like ORM work."""
+
+    def uninstall():
+        """Roll back and close every thread's connection, unregister the
+        utility and let initZopeless() be called again."""
 
 
-class IServerIdentity(Interface):
-    """Who a connection's server is, asked once when it connected."""
+class IZopelessDataManager(ISavepointDataManager, IRetryDataManager):
+    """The data manager a thread's database transaction joins with.
 
-    system = Attribute("The database system identifier (a string).")
-    timeline = Attribute(
-        "The server's timeline: a promotion starts a new one.  None on a "
-        "standby.")
-    started = Attribute("When the postmaster started (text).")
-    backend_pid = Attribute(
-        "The real backend pid, as the server gave it.  Through a pooler it "
-        "is one of the pooler's server connections, of no use later.")
-    pooled = Attribute(
-        "True when a pooler stands between (the pid libpq was told is not "
-        "the backend's).")
-    address = Attribute("host:port the connection was made to.")
-    read_only = Attribute(
-        "True when a new transaction there would be read-only.")
-    prepared = Attribute(
-        "The gids of this process's prepared transactions the server held "
-        "when the connection was made.")
-
-    def same_server(other):
-        """True when ``other`` names the same server run: system, timeline
-        and start time."""
-
-    def backend_of(other):
-        """This identity's backend pid if it is a backend of the server
-        ``other`` (the identity of a connection made later) names, else
-        None: never look a pid up on another server."""
-
-
-class IDatabaseServers(Interface):
-    """The servers of one database's host list, as a process knows them.
-
-    Connections are made host by host: the host that last answered is
-    tried first, and a host that timed out is left to a background probe
-    while another host can be tried, so a silent host does not cost its
-    connect_timeout on every attempt.  Writers' connections are asked
-    their server's identity, and a demoted primary (an older timeline of a
-    system this process has written to on a later one) is refused.
+    Alone in a transaction it commits in tpc_vote (one phase, no extra
+    round trip); with other data managers it votes with PREPARE TRANSACTION
+    and finishes with COMMIT PREPARED.  should_retry() is true for
+    serialization failures, deadlocks and disconnections.
     """
 
-    hosts = Attribute("The host:port entries of the list, in list order.")
-    timeouts = Attribute("Connection attempts that timed out, by host.")
-    stale_refused = Attribute("Connections refused as a demoted primary.")
+    db = Attribute("The thread's IDatabaseConnection.")
+    txn = Attribute("The transaction joined, or None.")
+    gid = Attribute(
+        "The two-phase transaction id, made when the database transaction "
+        "is prepared; None before, and in autocommit mode.")
 
-    def connect(config):
-        """A new psycopg2 connection to the first host that takes it;
-        raises the psycopg2 error of every host when none does."""
+    def start(txn):
+        """Begin the database transaction and join ``txn``."""
 
-    def is_stale(identity):
-        """True when ``identity`` is an older timeline of a system a later
-        timeline of which this process connected to."""
-
-    def note_lost(raw, reason):
-        """A connection was found dead for ``reason``: when it timed out,
-        its host is suspect from now on."""
-
-    def suspects():
-        """The hosts currently left to the background probe."""
-
-    def stop_probing():
-        """Stop the background probe (it starts again when a host times
-        out again); returns once it has stopped."""
+    def join(txn):
+        """Join ``txn`` with the database transaction already begun."""
 
 
-class IPreparedTransactions(Interface):
-    """The two-phase bookkeeping of one database in this process.
-
-    Prepared transactions that could not be finished when decided (the
-    database was away, say) are remembered here and finished on the next
-    live connection; those left by dead processes of this host are
-    committed once, on the first connection.
-    """
-
-    recovered = Attribute(
-        "True once prepared transactions of dead processes were looked "
-        "for on this database.")
-    settled = Attribute(
-        "Transactions whose COMMIT or PREPARE answer was lost, settled "
-        "after reconnecting.")
-    orphans_recovered = Attribute(
-        "Prepared transactions of dead processes committed.")
-    deferred = Attribute("Prepared transactions deferred to a later begin().")
-    deferred_finished = Attribute(
-        "Deferred prepared transactions finished since.")
-
-    def defer(gid, commit):
-        """Have the next live connection commit (or, with commit false,
-        roll back) prepared transaction ``gid``."""
-
-    def pending():
-        """The deferred transactions still unfinished: a dict gid ->
-        commit."""
-
-    def finish_pending(raw):
-        """COMMIT or ROLLBACK PREPARED every deferred transaction on the
-        idle psycopg2 connection ``raw``; those that fail stay pending."""
-
-    def recover_orphans(raw):
-        """Once per process: commit the prepared transactions left by dead
-        processes of this host, on the idle psycopg2 connection ``raw``."""
-
-    def note_settled():
-        """Count a transaction settled after its answer was lost."""
-
-    def decide(gid, commit):
-        """Remember what was decided for prepared transaction ``gid``
-        (commit, or with commit false roll back), also after it was
-        finished: a standby promoted later may hold it still prepared."""
-
-    def adopt(gids):
-        """``gids`` of this process were found prepared on a server (on a
-        new connection): those decided are deferred, to be finished at the
-        next begin(); the others are still being prepared by a thread."""
+class NotInstalledError(ZopelessError):
+    """The transaction manager was uninstalled and can no longer be used."""
 
 
-class ICommitOutcomes(Interface):
-    """Exact commit outcomes for resolve_commit_outcome: per connection a
-    slot row of the table zopeless_commit_outcome, into which every
-    transaction writes its token with its BEGIN (see
-    canonical.database.outcomes)."""
+class NoTransactionError(ZopelessError, AttributeError):
+    """A model was used in a thread that has no transaction in progress."""
 
-    available = Attribute(
-        "True once the table was found or made, False when the role may "
-        "not create it (then transactions PREPARE instead), None before "
-        "the first connection.")
-    lookups = Attribute("Outcomes looked up after a lost answer.")
-    terminated = Attribute(
-        "Old sessions terminated because they held a slot too long.")
 
-    def open_slot(raw):
-        """Make the slot of the new connection ``raw`` (idle; left idle)
-        and return its name, or None when the table is not available.  The
-        first time, the table is created if needed (a WARNING says how to
-        create it when the role may not) and the slots of dead processes
-        of this host are removed; slots retired since are removed too."""
+class TransactionInProgressError(ZopelessError, AlreadyInTransaction):
+    """begin() was called while this thread already has a transaction."""
 
-    def retire(slot):
-        """The connection of ``slot`` is gone: remove the slot later."""
 
-    def hold(slot):
-        """Keep ``slot``, even if retired, until release(): its transaction
-        is committing, and may have to be looked up."""
-
-    def release(slot):
-        """Undo one hold()."""
-
-    def marker(slot, token):
-        """The SQL that writes ``token`` into ``slot``, sent in the same
-        message as the transaction's BEGIN."""
-
-    def lookup(raw, slot, token, deadline):
-        """Whether the transaction of ``token`` committed, on the server of
-        ``raw``: a pair (prepared, committed).  prepared is True when it
-        is still a prepared transaction (committed is then None).
-        Otherwise committed is True or False, or None when the session
-        that had it open still held it at the monotonic ``deadline``; such
-        a session is terminated after a grace period, found through the
-        server's own view of its backends."""
-
+# -- The connection ----------------------------------------------------------
+# One thread's connection: statements, transaction control, errors of a
+# statement.
 
 class IDatabaseConnection(Interface):
     """One thread's connection to the database, which comes back by itself.
@@ -459,11 +312,10 @@ class IDatabaseConnection(Interface):
         """Return a live psycopg2 connection.
 
         A connection the operating system already knows to be closed is
-        replaced.  While the database is unreachable this blocks with
-        capped exponential backoff (one probe per process however many
-        threads wait), until it is back or reconnect_timeout has passed
-        (DatabaseUnavailableError).  Permanent refusals (bad user, password,
-        database) raise ConnectionFailedError at once.
+        replaced.  While the database is unreachable this blocks (see
+        IReconnectCoordinator) until it is back or reconnect_timeout has
+        passed (DatabaseUnavailableError).  Permanent refusals (bad user,
+        password, database) raise ConnectionFailedError at once.
         """
 
     def begin():
@@ -565,76 +417,264 @@ class IDatabaseConnection(Interface):
         """Roll back what is in progress and close the connection."""
 
 
-class IZopelessDataManager(ISavepointDataManager, IRetryDataManager):
-    """The data manager a thread's database transaction joins with.
+class InvalidValueError(ZopelessError, ValueError):
+    """A value cannot be stored as given (NUL byte, invalid Unicode)."""
 
-    Alone in a transaction it commits in tpc_vote (one phase, no extra
-    round trip); with other data managers it votes with PREPARE TRANSACTION
-    and finishes with COMMIT PREPARED.  should_retry() is true for
-    serialization failures, deadlocks and disconnections.
+
+class TransactionAbortedError(ZopelessError, dberrors.InternalError):
+    """commit() was called after a statement of the transaction failed:
+    PostgreSQL has aborted the transaction and would answer COMMIT with a
+    rollback, so nothing of it was committed.  Call abort(); to go on
+    after an expected error, run that statement inside a savepoint."""
+
+    pgcode = '25P02'  # in_failed_sql_transaction
+
+
+# -- Reconnecting and the host list ------------------------------------------
+# Making connections through outages and failovers, and the errors a lost or
+# refused connection gives.
+
+class IReconnectCoordinator(Interface):
+    """Connection making for one database, shared by a process's threads.
+
+    While the database answers, threads connect side by side; during an
+    outage one thread probes with capped exponential backoff and the others
+    wait for its verdict.  The counters are figures for tools and tests.
     """
 
-    db = Attribute("The thread's IDatabaseConnection.")
-    txn = Attribute("The transaction joined, or None.")
-    gid = Attribute(
-        "The two-phase transaction id, made when the database transaction "
-        "is prepared; None before, and in autocommit mode.")
+    in_outage = Attribute("True while the database is found unreachable.")
+    attempts = Attribute("Connection attempts made, counting every one.")
+    outage_attempts = Attribute("Attempts made by probers during outages.")
+    outages = Attribute("Outages begun.")
+    last_downtime = Attribute(
+        "Seconds from the start of the last outage to its end.")
+    refusals = Attribute(
+        "Failed attempts by what they met (a dict: too_many_clients, "
+        "starting_up, shutting_down, recovering, refused, timeout, "
+        "read_only, stale, other; see "
+        "canonical.database.classify.connect_failure_kind).")
+    last_failure = Attribute(
+        "What the last failed attempt met (a key of refusals), or None.")
 
-    def start(txn):
-        """Begin the database transaction and join ``txn``."""
+    def connect(config, deadline=None, reason=None):
+        """A new psycopg2 connection made from ``config``, waiting through
+        an outage until the monotonic ``deadline`` (None: for ever).
 
-    def join(txn):
-        """Join ``txn`` with the database transaction already begun."""
+        ``reason`` is set when a connection was lost (it has already been
+        reported).  Raises ConnectionFailedError for permanent refusals
+        and DatabaseUnavailableError at the deadline.
+        """
+
+    def note_loss():
+        """A connection of this database was found dead: until the next
+        success, threads connect one at a time."""
 
 
-class IZopelessTransactionManager(Interface):
-    """What scripts use: the per-thread database transactions of a process.
+class IDatabaseServers(Interface):
+    """The servers of one database's host list, as a process knows them.
 
-    It is registered as a utility by initZopeless().  Each thread has its own
-    connection and its own transaction; commit() and abort() end this
-    thread's transaction through the ``transaction`` package, so other data
-    managers joined to it commit or abort together with the database.
+    Connections are made host by host: the host that last answered is
+    tried first, and a host that timed out is left to a background probe
+    while another host can be tried, so a silent host does not cost its
+    connect_timeout on every attempt.  Writers' connections are asked
+    their server's identity, and a demoted primary (an older timeline of a
+    system this process has written to on a later one) is refused.
     """
 
-    config = Attribute("The IDatabaseConfig in use.")
-    implicitBegin = Attribute("See IDatabaseConfig.implicitBegin.")
-    installed = Attribute("False once uninstall() has run.")
+    hosts = Attribute("The host:port entries of the list, in list order.")
+    timeouts = Attribute("Connection attempts that timed out, by host.")
+    stale_refused = Attribute("Connections refused as a demoted primary.")
 
-    def begin():
-        """Begin a transaction in this thread.
+    def connect(config):
+        """A new psycopg2 connection to the first host that takes it;
+        raises the psycopg2 error of every host when none does."""
 
-        With implicitBegin=False nothing touches the database before this.
-        A lost connection is re-established first, blocking until the
-        database is back (see IDatabaseConnection.ensure_connected).
-        Raises TransactionInProgressError when this thread already began,
-        ConnectionFailedError for permanent refusals and
-        DatabaseUnavailableError after reconnect_timeout.
-        """
+    def is_stale(identity):
+        """True when ``identity`` is an older timeline of a system a later
+        timeline of which this process connected to."""
 
-    def commit():
-        """Commit this thread's transaction (transaction.commit()).
+    def note_lost(raw, reason):
+        """A connection was found dead for ``reason``: when it timed out,
+        its host is suspect from now on."""
 
-        A disconnection before COMMIT raises DisconnectionError (nothing
-        committed, safe to retry); one during COMMIT raises
-        CommitOutcomeUnknownError unless resolve_commit_outcome is set.
-        With implicitBegin a new transaction is begun afterwards.
-        Raises NoTransactionError when no transaction was begun.
-        """
+    def suspects():
+        """The hosts currently left to the background probe."""
 
-    def abort():
-        """Roll back this thread's transaction (transaction.abort()).
+    def stop_probing():
+        """Stop the background probe (it starts again when a host times
+        out again); returns once it has stopped."""
 
-        Never fails because the connection is dead.
-        """
 
-    def set_isolation_level(level):
-        """Use ``level`` for the transactions begun from now on in every
-        thread.  Raises ConfigurationError for an unknown level."""
+class IServerIdentity(Interface):
+    """Who a connection's server is, asked once when it connected."""
 
-    def connection():
-        """This thread's IDatabaseConnection, for raw SQL in the current
-        transaction.  Work done there commits like ORM work."""
+    system = Attribute("The database system identifier (a string).")
+    timeline = Attribute(
+        "The server's timeline: a promotion starts a new one.  None on a "
+        "standby.")
+    started = Attribute("When the postmaster started (text).")
+    backend_pid = Attribute(
+        "The real backend pid, as the server gave it.  Through a pooler it "
+        "is one of the pooler's server connections, of no use later.")
+    pooled = Attribute(
+        "True when a pooler stands between (the pid libpq was told is not "
+        "the backend's).")
+    address = Attribute("host:port the connection was made to.")
+    read_only = Attribute(
+        "True when a new transaction there would be read-only.")
+    prepared = Attribute(
+        "The gids of this process's prepared transactions the server held "
+        "when the connection was made.")
 
-    def uninstall():
-        """Roll back and close every thread's connection, unregister the
-        utility and let initZopeless() be called again."""
+    def same_server(other):
+        """True when ``other`` names the same server run: system, timeline
+        and start time."""
+
+    def backend_of(other):
+        """This identity's backend pid if it is a backend of the server
+        ``other`` (the identity of a connection made later) names, else
+        None: never look a pid up on another server."""
+
+
+class ConnectionFailedError(ZopelessError, dberrors.OperationalError):
+    """The server refused the connection for good (bad user, password,
+    database or DSN); waiting would not help."""
+
+
+class DatabaseUnavailableError(ZopelessError, dberrors.OperationalError,
+                               TransientError):
+    """The database stayed unreachable for longer than the reconnect
+    timeout."""
+
+
+class DisconnectionError(ZopelessError, dberrors.OperationalError,
+                         TransientError):
+    """The connection died while a transaction was in progress; nothing of
+    it was committed.  Abort and run the transaction again."""
+
+
+class ReadOnlyServerError(ZopelessError, dberrors.OperationalError,
+                          TransientError):
+    """The server refused a write because it does not take writes (any
+    more): a standby, a primary fenced with default_transaction_read_only,
+    or one demoted after a switchover.  The connection was dropped; nothing
+    of the transaction was committed.  Abort and run it again: the next
+    begin() waits for a writable server.  ``pgcode`` is '25006'."""
+
+    pgcode = '25006'
+
+
+# -- Outcomes and two-phase commit -------------------------------------------
+# Knowing whether a commit whose answer was lost happened, and the prepared
+# transactions of a process.
+
+class ICommitOutcomes(Interface):
+    """Exact commit outcomes for resolve_commit_outcome: per connection a
+    slot row of the table zopeless_commit_outcome, into which every
+    transaction writes its token with its BEGIN (see
+    canonical.database.outcomes)."""
+
+    available = Attribute(
+        "True once the table was found or made, False when the role may "
+        "not create it (then transactions PREPARE instead), None before "
+        "the first connection.")
+    lookups = Attribute("Outcomes looked up after a lost answer.")
+    terminated = Attribute(
+        "Old sessions terminated because they held a slot too long.")
+
+    def open_slot(raw):
+        """Make the slot of the new connection ``raw`` (idle; left idle)
+        and return its name, or None when the table is not available.  The
+        first time, the table is created if needed (a WARNING says how to
+        create it when the role may not) and the slots of dead processes
+        of this host are removed; slots retired since are removed too."""
+
+    def retire(slot):
+        """The connection of ``slot`` is gone: remove the slot later."""
+
+    def hold(slot):
+        """Keep ``slot``, even if retired, until release(): its transaction
+        is committing, and may have to be looked up."""
+
+    def release(slot):
+        """Undo one hold()."""
+
+    def marker(slot, token):
+        """The SQL that writes ``token`` into ``slot``, sent in the same
+        message as the transaction's BEGIN."""
+
+    def lookup(raw, slot, token, deadline):
+        """Whether the transaction of ``token`` committed, on the server of
+        ``raw``: a pair (prepared, committed).  prepared is True when it
+        is still a prepared transaction (committed is then None).
+        Otherwise committed is True or False, or None when the session
+        that had it open still held it at the monotonic ``deadline``; such
+        a session is terminated after a grace period, found through the
+        server's own view of its backends."""
+
+
+class IPreparedTransactions(Interface):
+    """The two-phase bookkeeping of one database in this process.
+
+    Prepared transactions that could not be finished when decided (the
+    database was away, say) are remembered here and finished on the next
+    live connection; those left by dead processes of this host are
+    committed once, on the first connection.
+    """
+
+    recovered = Attribute(
+        "True once prepared transactions of dead processes were looked "
+        "for on this database.")
+    settled = Attribute(
+        "Transactions whose COMMIT or PREPARE answer was lost, settled "
+        "after reconnecting.")
+    orphans_recovered = Attribute(
+        "Prepared transactions of dead processes committed.")
+    deferred = Attribute("Prepared transactions deferred to a later begin().")
+    deferred_finished = Attribute(
+        "Deferred prepared transactions finished since.")
+
+    def defer(gid, commit):
+        """Have the next live connection commit (or, with commit false,
+        roll back) prepared transaction ``gid``."""
+
+    def pending():
+        """The deferred transactions still unfinished: a dict gid ->
+        commit."""
+
+    def finish_pending(raw):
+        """COMMIT or ROLLBACK PREPARED every deferred transaction on the
+        idle psycopg2 connection ``raw``; those that fail stay pending."""
+
+    def recover_orphans(raw):
+        """Once per process: commit the prepared transactions left by dead
+        processes of this host, on the idle psycopg2 connection ``raw``."""
+
+    def note_settled():
+        """Count a transaction settled after its answer was lost."""
+
+    def decide(gid, commit):
+        """Remember what was decided for prepared transaction ``gid``
+        (commit, or with commit false roll back), also after it was
+        finished: a standby promoted later may hold it still prepared."""
+
+    def adopt(gids):
+        """``gids`` of this process were found prepared on a server (on a
+        new connection): those decided are deferred, to be finished at the
+        next begin(); the others are still being prepared by a thread."""
+
+
+class CommitOutcomeUnknownError(ZopelessError, dberrors.OperationalError):
+    """The connection died while COMMIT was in flight: the transaction may
+    or may not have committed."""
+
+
+class TransactionLostError(ZopelessError, dberrors.OperationalError):
+    """A failover lost the database's part of a two-phase transaction that
+    the other data managers had already committed: the server the library
+    now talks to never received it.  The transaction is partly done and
+    needs a person."""
+
+
+# -- Additions ---------------------------------------------------------------
+# New groups go below, each under a heading comment like the ones above.

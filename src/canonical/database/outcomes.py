@@ -48,7 +48,7 @@ from canonical.database.perdatabase import PerDatabase
 from canonical.database.twophase import new_gid
 from canonical.database.twophase import orphaned_gids
 from canonical.database.twophase import this_host_prefix
-from canonical.database.txcontrol import rollback_quietly
+from canonical.database.rawsql import rollback_quietly
 
 __all__ = ['CommitOutcomes', 'outcomes_for', 'TABLE', 'CREATE_SQL']
 
@@ -98,13 +98,27 @@ class CommitOutcomes:
             retired = [s for s in self._retired if s not in self._held]
             self._retired = [s for s in self._retired if s in self._held]
             first = not self._ready
-        statements = []
         if first:
             if not self._ensure_table(raw):
                 return None
             retired += self._dead_slots(raw)
-        statements.append('INSERT INTO %s (slot, gid) VALUES (%s, %s)'
-                          % (TABLE, _literal(slot), _literal(slot)))
+        try:
+            done = self._insert_slot(raw, slot, retired)
+        except psycopg2.errors.UndefinedTable:
+            # A server this process meets after a failover may lack the
+            # table: a standby promoted before its creation replicated.
+            if not self._ensure_table(raw):
+                return None
+            done = self._insert_slot(raw, slot, retired)
+        left = set(retired) - {row[0] for row in done or ()}
+        with self._lock:
+            self._ready = self.available = True
+            self._retired.extend(left)
+        return slot
+
+    def _insert_slot(self, raw: Any, slot: str, retired: List[str]) -> Any:
+        statements = ['INSERT INTO %s (slot, gid) VALUES (%s, %s)'
+                      % (TABLE, _literal(slot), _literal(slot))]
         if retired:
             # SKIP LOCKED: a slot an old session still holds is retired
             # again, next time.
@@ -112,12 +126,8 @@ class CommitOutcomes:
                 'DELETE FROM %s WHERE slot IN (SELECT slot FROM %s WHERE '
                 'slot = ANY(ARRAY[%s]) FOR UPDATE SKIP LOCKED) RETURNING slot'
                 % (TABLE, TABLE, ', '.join(_literal(s) for s in retired)))
-        done = self._run(raw, '; '.join(statements), fetch=bool(retired))
-        left = set(retired) - {row[0] for row in done or ()}
-        with self._lock:
-            self._ready = self.available = True
-            self._retired.extend(left)
-        return slot
+        # One message, an implicit transaction: a failure runs none of it.
+        return self._run(raw, '; '.join(statements), fetch=bool(retired))
 
     def retire(self, slot: Optional[str]) -> None:
         if slot is not None:

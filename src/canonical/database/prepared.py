@@ -23,8 +23,8 @@ from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import IPreparedTransactions
 from canonical.database.perdatabase import PerDatabase
 from canonical.database.twophase import recover_orphans
-from canonical.database.txcontrol import finish_prepared
-from canonical.database.txcontrol import rollback_quietly
+from canonical.database.rawsql import finish_prepared
+from canonical.database.rawsql import rollback_quietly
 
 __all__ = ['PreparedTransactions', 'prepared_for']
 

@@ -27,8 +27,8 @@ from canonical.database.classify import sqlstate
 from canonical.database.interfaces import IDatabaseConnection
 from canonical.database.interfaces import IServerIdentity
 from canonical.database.processes import pid_alive
-from canonical.database.txcontrol import finish_prepared
-from canonical.database.txcontrol import rollback_quietly
+from canonical.database.rawsql import finish_prepared
+from canonical.database.rawsql import rollback_quietly
 
 __all__ = [
     'GID_PREFIX', 'new_gid', 'this_host_prefix', 'this_process_prefix',

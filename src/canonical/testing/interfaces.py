@@ -3,7 +3,7 @@
 from zope.interface import Attribute
 from zope.interface import Interface
 
-__all__ = ['ITCPProxy', 'WaitTimeout']
+__all__ = ['ITCPProxy', 'ILinkOwner', 'WaitTimeout']
 
 
 class WaitTimeout(AssertionError):
@@ -92,3 +92,34 @@ class ITCPProxy(Interface):
 
     def close():
         """Stop listening and cut every link."""
+
+
+class ILinkOwner(Interface):
+    """What the test proxy offers each of its links (canonical.testing.
+    tcplinks.Link), so that the links need not import the proxy.  Private
+    to the pair: tests steer the proxy through ITCPProxy."""
+
+    upstream = Attribute('(host, port) of the server.')
+    delay_up = Attribute('Seconds each client chunk is held back.')
+    delay_down = Attribute('Seconds each server chunk is held back.')
+
+    def refuse():
+        """Close new and open connections at once (see ITCPProxy)."""
+
+    def _await_flowing(link):
+        """Block while stalled; False when ``link`` died meanwhile."""
+
+    def _forget(link):
+        """``link`` closed: drop it and wake whoever waits on a change."""
+
+    def _count(messages):
+        """Count the client's ``messages`` (pgwire Messages)."""
+
+    def _take_trap(message):
+        """The trap ``message`` springs, taken off the list, or None."""
+
+    def _sprang():
+        """A trap sprang: count it."""
+
+    def _notify():
+        """Wake whoever waits on a change of the proxy's state."""

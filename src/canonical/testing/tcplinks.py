@@ -14,13 +14,11 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Deque, NamedTuple, Optional, Tuple
+from typing import Deque, NamedTuple, Optional, Tuple
 
+from canonical.testing.interfaces import ILinkOwner
 from canonical.testing.pgwire import ENCRYPTION_REQUEST
 from canonical.testing.pgwire import ClientStream
-
-if TYPE_CHECKING:
-    from canonical.testing.tcpproxy import TCPProxy
 
 __all__ = ['Link', 'Trap', 'close_socket']
 
@@ -122,7 +120,7 @@ class _Outbound:
 class Link:
     """One client connection and its upstream connection."""
 
-    def __init__(self, proxy: TCPProxy, client: socket.socket) -> None:
+    def __init__(self, proxy: ILinkOwner, client: socket.socket) -> None:
         self.proxy = proxy
         self.client = client
         self.server: Optional[socket.socket] = None

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from zope.interface import implementer
 
+from canonical.testing.interfaces import ILinkOwner
 from canonical.testing.interfaces import ITCPProxy
 from canonical.testing.pgwire import ROUND_TRIP_KINDS
 from canonical.testing.pgwire import Message
@@ -27,7 +28,7 @@ __all__ = ['TCPProxy', 'COMMIT_STATEMENTS']
 COMMIT_STATEMENTS = ('COMMIT', 'PREPARE TRANSACTION')
 
 
-@implementer(ITCPProxy)
+@implementer(ITCPProxy, ILinkOwner)
 class TCPProxy:
     """Forwards host:port (a free port of 127.0.0.1) to upstream_host:
     upstream_port; see ITCPProxy."""

@@ -20,15 +20,16 @@ from typing import Any, Dict, List, Optional
 
 from zope.interface import implementer
 
+from chaos.base import DBNAME, ServersTopology, seeded_servers
 from chaos.faults import Injector
 from chaos.interfaces import IFaultInjector, ITopology
-from chaos.topology import DBNAME, TOPOLOGY_KINDS, ServersTopology
-from chaos.topology import seeded_servers
+from chaos.topology import register
 from canonical.testing.cluster.interfaces import IPgBouncer
 from canonical.testing.cluster.interfaces import PgBouncerError
 
-__all__ = ['BouncerTopology', 'BouncerFaultInjector']
+__all__ = ['BouncerTopology', 'BouncerFaultInjector', 'KINDS']
 
+KINDS = ('pgbouncer_pause', 'pgbouncer_restart', 'restart_behind_pgbouncer')
 _PAUSE_LIMIT = 5.0
 
 
@@ -37,7 +38,7 @@ class BouncerTopology(ServersTopology):
     """See the module docstring."""
 
     name = 'bouncer'
-    kinds = TOPOLOGY_KINDS['bouncer']
+    kinds = KINDS
     dbuser = 'launchpad'
     password = None
 
@@ -92,7 +93,7 @@ class BouncerTopology(ServersTopology):
 class BouncerFaultInjector(Injector):
     """See the module docstring."""
 
-    KINDS = TOPOLOGY_KINDS['bouncer']
+    KINDS = KINDS
 
     def __init__(self, seed: Any, topology: ITopology,
                  kinds: Optional[tuple] = None, interval: float = 1.5,
@@ -141,3 +142,7 @@ class BouncerFaultInjector(Injector):
         self.topology.primary.restart(mode)
         return {'mode': mode,
                 'seconds': round(time.monotonic() - started, 3)}
+
+
+register('bouncer', KINDS, BouncerTopology, order=20,
+         about='a primary behind PgBouncer')

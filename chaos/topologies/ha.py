@@ -20,20 +20,16 @@ from typing import Any, Dict, Optional
 
 from zope.interface import implementer
 
+from chaos.base import DBNAME, ServersTopology, seeded_servers
+from chaos.hafaults import HAFaultInjector
 from chaos.interfaces import IFaultInjector, ITopology
-from chaos.topology import DBNAME, TOPOLOGY_KINDS, ServersTopology
-from chaos.topology import seeded_servers
+from chaos.topology import register
 from canonical.testing.cluster.conf import PASSWORD_ROLE
 from canonical.testing.cluster.conf import PASSWORD_ROLE_PASSWORD
 from canonical.testing.cluster.interfaces import INetworkHost
 from canonical.testing.cluster.interfaces import IReplicationNode
 
-__all__ = ['HATopology', 'label']
-
-
-def label(node: IReplicationNode) -> str:
-    """host:port, as libpq reports the server of a connection."""
-    return '%s:%s' % (node.host, node.port)
+__all__ = ['HATopology']
 
 
 @implementer(ITopology)
@@ -42,7 +38,7 @@ class HATopology(ServersTopology):
     roles as faults swap them."""
 
     name = 'ha'
-    kinds = TOPOLOGY_KINDS['ha']
+    kinds = HAFaultInjector.KINDS
     dbuser = PASSWORD_ROLE
     password = PASSWORD_ROLE_PASSWORD
 
@@ -73,7 +69,6 @@ class HATopology(ServersTopology):
 
     def injector(self, seed: Any, kinds: tuple, interval: float,
                  rounds: Optional[int] = None) -> IFaultInjector:
-        from chaos.hafaults import HAFaultInjector
         return HAFaultInjector(seed, self, kinds=kinds, interval=interval,
                                rounds=rounds)
 
@@ -96,3 +91,8 @@ class HATopology(ServersTopology):
                 pass
         for host in self.servers.hosts:
             host.remove()
+
+
+register('ha', HATopology.kinds, HATopology, order=10,
+         about='a primary and a standby in network namespaces of their '
+               'own (root)')
