@@ -43,23 +43,23 @@ class TestFaultsUnderPatroni(PatroniTestCase):
         self.assertNotEqual(report.old, report.new)
 
     def test_postmaster_killed_through_haproxy(self):
-        self.run_fault('postmaster-kill', 'haproxy', exact=True)
+        self.run_fault('postmaster_kill', 'haproxy', exact=True)
 
     def test_restart_through_the_host_list(self):
         self.run_fault('restart', 'hosts', exact=False)
 
     def test_hung_leader_through_the_host_list(self):
-        report = self.run_fault('hung-leader', 'hosts', exact=True)
+        report = self.run_fault('hung_leader', 'hosts', exact=True)
         self.assertNotEqual(report.old, report.new)
         self.assertIn(self.cluster.member(report.old).status()['role'],
                       DEMOTED)
 
     def test_silent_cut_through_haproxy(self):
-        report = self.run_fault('silent-cut', 'haproxy', exact=True)
+        report = self.run_fault('silent_cut', 'haproxy', exact=True)
         self.assertNotEqual(report.old, report.new)
 
     def test_etcd_stopped_through_the_host_list(self):
-        self.run_fault('etcd-stopped', 'hosts', exact=True)
+        self.run_fault('etcd_stopped', 'hosts', exact=True)
 
 
 class TestPatroniKit(PatroniTestCase):

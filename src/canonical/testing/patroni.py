@@ -129,11 +129,11 @@ def _etcd(cluster, leader):
 
 FAULTS: Dict[str, Callable] = {
     'switchover': _switchover,          # patronictl switchover
-    'postmaster-kill': _kill_postmaster,  # kill -9 of the postmaster
+    'postmaster_kill': _kill_postmaster,  # kill -9 of the postmaster
     'restart': _restart,                # patronictl restart of the leader
-    'hung-leader': _hang,               # SIGSTOP beyond ttl, then SIGCONT
-    'silent-cut': _cut,                 # its namespace cut silently
-    'etcd-stopped': _etcd,              # the DCS gone, then back
+    'hung_leader': _hang,               # SIGSTOP beyond ttl, then SIGCONT
+    'silent_cut': _cut,                 # its namespace cut silently
+    'etcd_stopped': _etcd,              # the DCS gone, then back
 }
 
 
