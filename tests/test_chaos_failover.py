@@ -107,13 +107,14 @@ class TopologyTest(unittest.TestCase):
             topology_for(('no_such_kind',))
 
     def test_the_topologies_register_themselves(self):
-        self.assertEqual(list(TOPOLOGY_KINDS), ['single', 'ha', 'bouncer'])
+        self.assertEqual(list(TOPOLOGY_KINDS),
+                         ['single', 'ha', 'bouncer', 'patroni'])
         self.assertEqual(TOPOLOGY_KINDS['bouncer'],
                          ('pgbouncer_pause', 'pgbouncer_restart',
                           'restart_behind_pgbouncer'))
         with self.assertRaises(ValueError) as caught:
-            make_topology('patroni', '/x')
-        self.assertIn('single, ha or bouncer', str(caught.exception))
+            make_topology('no-such', '/x')
+        self.assertIn('single, ha, bouncer or patroni', str(caught.exception))
 
         from chaos import topology
 
@@ -131,11 +132,14 @@ class TopologyTest(unittest.TestCase):
         from chaos.topologies.bouncer import BouncerFaultInjector
         from chaos.faults import FaultInjector
         from chaos.hafaults import HAFaultInjector
+        from chaos.topologies.patroni import PatroniFaultInjector
         for name in TOPOLOGY_KINDS:
             topology = make_topology(name, '/nonexistent')
             self.assertTrue(verifyObject(ITopology, topology))
         for injector in (HAFaultInjector(1, make_topology('ha', '/x')),
                          BouncerFaultInjector(1, make_topology('bouncer',
+                                                               '/x')),
+                         PatroniFaultInjector(1, make_topology('patroni',
                                                                '/x')),
                          FaultInjector(1, None, None, None, 'chaos')):
             self.assertTrue(verifyObject(IFaultInjector, injector))

@@ -97,6 +97,11 @@ def _hang(cluster, leader):
     try:
         new = cluster.wait_leader(other_than=leader,
                                   timeout=cluster.timings['ttl'] * 6)
+        # Woken within a second of its successor's promotion, Patroni
+        # 3.0.2 (etcd3) was once seen to take its key back (the successor
+        # then demoted itself): resume once the successor held the key
+        # for a round of its own.
+        time.sleep(cluster.timings['loop_wait'] + 1)
     finally:
         cluster.resume(pids)
     # Woken, the old leader finds its key gone and demotes itself.

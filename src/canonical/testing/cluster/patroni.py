@@ -358,7 +358,10 @@ class PatroniCluster:
         args = ['switchover', '--force', '--leader', leader.name]
         if candidate is not None:
             args += ['--candidate', candidate.name]
-        self.patronictl(*args)
+        # patronictl says so, and exits 0, when Patroni refused.
+        out = self.patronictl(*args)
+        if 'failed' in out.lower():
+            raise ClusterError('patronictl switchover: %s' % out.strip())
 
     def restart(self, member: PatroniMember) -> None:
         self.patronictl('restart', '--force', self.scope, member.name)
