@@ -93,15 +93,17 @@ def _restart(cluster, leader):
 
 
 def _hang(cluster, leader):
+    timeline = leader.status().get('timeline', 0)
     pids = cluster.hang(leader)
     try:
         new = cluster.wait_leader(other_than=leader,
                                   timeout=cluster.timings['ttl'] * 6)
         # Woken within a second of its successor's promotion, Patroni
         # 3.0.2 (etcd3) was once seen to take its key back (the successor
-        # then demoted itself): resume once the successor held the key
-        # for a round of its own.
-        time.sleep(cluster.timings['loop_wait'] + 1)
+        # then demoted itself): resume once the successor's promotion is
+        # over (its API shows the new timeline).
+        _wait(lambda: new.status().get('timeline', 0) > timeline, 60,
+              'promotion finished')
     finally:
         cluster.resume(pids)
     # Woken, the old leader finds its key gone and demotes itself.
