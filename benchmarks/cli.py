@@ -23,8 +23,12 @@ def parse_args(argv):
                         help='comma-separated workloads to run (%s)'
                         % only_help())
     parser.add_argument('--profile', action='store_true',
-                        help='also profile the library (cProfile) on the '
-                             'throughput workloads and print the top entries')
+                        help='then print where the library spends a '
+                             'healthy transaction: begin(), statement and '
+                             'commit() times, client CPU against raw '
+                             'psycopg2, and cProfile per transaction of the '
+                             'library, transaction and psycopg2 (see '
+                             'benchmarks/profiling.py)')
     parser.add_argument('--output', default=None,
                         help='where to write results.json')
     # A positional "quick", as older commands wrote it.

@@ -41,6 +41,9 @@ def write_and_show(run, chosen, alone):
     else:
         print('\nStorm %s and storm.zope.zstorm import on Python %s.' % (
             _version('storm'), platform.python_version()))
+    if 'machine' in extra:
+        from benchmarks.machine import summary
+        print(summary(extra['machine'], extra.get('machine_during')))
     shown = os.path.relpath(output)
     print('%s run, %.0f s, results in %s' % (
         'quick' if run.args.quick else 'full', extra['seconds'],

@@ -10,6 +10,7 @@ import time
 from zope.interface import implementer
 
 from benchmarks import env
+from benchmarks import machine
 from benchmarks.cli import FULL, QUICK, parse_args
 from benchmarks.interfaces import IBenchRun
 from benchmarks.output import write_and_show
@@ -100,17 +101,32 @@ def run(args, settings, wanted, available, problems, cluster, say):
     bench.extra.update({'settings': settings, 'started': started,
                         'python': platform.python_version(),
                         'cpus': os.cpu_count(), 'anchor_problems': problems,
-                        'person_rows': count})
+                        'person_rows': count,
+                        'machine': describe_machine(bench)})
+    before = machine.sample()
     for section in chosen:
         section.run(bench)
     bench.progress.finish()
     bench.extra['seconds'] = time.time() - started
+    bench.extra['machine_during'] = machine.between(before, machine.sample())
     write_and_show(bench, chosen, alone=cluster is None)
 
     if args.profile and cluster is not None:
         from benchmarks.profiling import profile_library
-        print(profile_library(bench.system('zopeless'), bench.ids))
+        print(profile_library(bench.system('zopeless'), bench.ids,
+                              raw=bench.system('raw-psycopg2')))
     if 'zopeless' in available and wanted('read-sql'):
         bench.system('zopeless').close()
     bench.counter.uninstall()
     return 0
+
+
+def describe_machine(bench):
+    """The machine of this run (see benchmarks/machine.py), with its round
+    trips on the benchmark's cluster when there is one."""
+    from benchmarks.workloads import in_thread
+    described = machine.describe()
+    if bench.conn_args is not None:
+        described['round_trip_us'] = in_thread(
+            machine.round_trips, *bench.conn_args, timeout=60)
+    return described

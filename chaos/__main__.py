@@ -21,6 +21,10 @@ def main(argv=None):
     parser.add_argument('--duration', type=float, default=60.0,
                         help='seconds of faults and work (default 60)')
     parser.add_argument('--workers', type=int, default=8)
+    parser.add_argument('--readers', type=int, default=0,
+                        help='threads running read units under '
+                        'StandbyDatabasePolicy, each checking that the '
+                        "workers' last commits are there (default: 0)")
     parser.add_argument('--seed', default=None,
                         help='seed of the fault schedule and the workload '
                              '(default: random, printed)')
@@ -89,7 +93,7 @@ def main(argv=None):
             durability_units=args.durability_units, base=args.base,
             keep=args.keep, json_path=json_path,
             reconnect_timeout=args.reconnect_timeout,
-            topology=topology, rounds=args.rounds,
+            topology=topology, rounds=args.rounds, readers=args.readers,
             echo=lambda text: print(text, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         return 130

@@ -174,6 +174,36 @@ def library_wrong(report: Dict[str, Any]) -> int:
     return wrong + (report.get('split_brain_writes') or 0)
 
 
+def audit_reads(conn: Any, checkers: Iterable[Any],
+                server_lost: Optional[Dict[str, float]] = None
+                ) -> Dict[str, Any]:
+    """What the read units saw: a uid a read missed although the workers
+    had reported it committed before the read began violates
+    read-your-writes, unless the servers lost it (it is not in the final
+    database, or a failover's successor lacked it)."""
+    server_lost = server_lost or {}
+    counts = _counts(conn)
+    checkers = list(checkers)
+    violations = sorted({uid for c in checkers for uid, done, began
+                         in c.misses if counts.get(uid, 0) and
+                         not (uid in server_lost and
+                              done <= server_lost[uid])})
+    figures: Dict[str, Any] = {'violations': len(violations),
+                               'violating_uids': violations[:20],
+                               'excused_as_lost_by_server': len(
+                                   {m[0] for c in checkers
+                                    for m in c.misses}) - len(violations)}
+    for c in checkers:
+        for key, value in c.report().items():
+            if isinstance(value, int):
+                figures[key] = figures.get(key, 0) + value
+            elif isinstance(value, dict):
+                figures.setdefault(key, {}).update(value)
+            elif value:
+                figures.setdefault(key, []).append(value)
+    return figures
+
+
 def failures(report: Dict[str, Any]) -> List[str]:
     """Why the audit failed; empty when it passed."""
     why = []
@@ -189,6 +219,14 @@ def failures(report: Dict[str, Any]) -> List[str]:
             'commit_outcomes') or {}).get('table_available') is False:
         why.append('resolve_commit_outcome without its table: the workers '
                    'could not write commit outcome markers')
+    reads = report.get('reads') or {}
+    if reads.get('violations'):
+        why.append('read-your-writes violated: %d uids reported committed '
+                   'were missing from a later read unit'
+                   % reads['violations'])
+    for key in ('unexpected_errors', 'crashed'):
+        if reads.get(key):
+            why.append('read units: %s: %s' % (key, reads[key]))
     if report.get('split_brain_writes'):
         why.append('an old primary took %d rows after its successor was '
                    'promoted' % report['split_brain_writes'])

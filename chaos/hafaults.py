@@ -17,7 +17,12 @@ a standby inherit it).
   the standby catches up, then promotion;
 * ``silent_partition``: the primary's namespace drops every packet; the
   standby is promoted; the partition heals while the old primary still
-  takes writes, before it is demoted.
+  takes writes, before it is demoted;
+* ``standby_stop``, ``standby_replay_paused``, ``standby_silent``: the
+  standby stops (fast or immediate), pauses its replay
+  (``pg_wal_replay_pause()``) or vanishes from the network, for about a
+  second (the silent one for PARTITION_SECONDS), then comes back; read
+  units must leave it and read-your-writes hold throughout.
 
 Before an old primary is rewound the injector reads what it holds (over
 its unix socket, starting it behind a cut network if it was stopped) and
@@ -58,8 +63,14 @@ class HAFaultInjector(Injector):
     """See the module docstring; ``topology`` is a
     chaos.topologies.ha.HATopology."""
 
-    KINDS = ('failover_sync', 'failover_async', 'switchover',
-             'fence_in_place', 'silent_partition')
+    FAILOVER_KINDS = ('failover_sync', 'failover_async', 'switchover',
+                      'fence_in_place', 'silent_partition')
+    # Faults of the standby alone, for read units (soak --readers): the
+    # primary keeps its role and its writes (replication made
+    # asynchronous first, so that commits do not wait for the standby).
+    STANDBY_KINDS = ('standby_stop', 'standby_replay_paused',
+                     'standby_silent')
+    KINDS = FAILOVER_KINDS + STANDBY_KINDS
 
     def __init__(self, seed: Any, topology: ITopology,
                  kinds: Optional[tuple] = None, interval: float = 1.5,
@@ -214,3 +225,56 @@ class HAFaultInjector(Injector):
                             healed_for=round(1.0 + b, 3), server_lost=lost,
                             written_after_promotion=len(after - before),
                             rejoin_seconds=round(rejoin, 3))
+
+    # -- faults of the standby -----------------------------------------------
+
+    def _standby_stop(self, a: float, b: float) -> dict:
+        standby = self.topology.standby
+        self._synchronous(False)
+        mode = 'fast' if b < 0.5 else 'immediate'
+        standby.stop(mode)
+        time.sleep(0.5 + a)
+        standby.start()
+        standby.wait_streaming()
+        return {'standby': label(standby), 'mode': mode}
+
+    def _standby_replay_paused(self, a: float, b: float) -> dict:
+        standby = self.topology.standby
+        self._synchronous(False)
+        conn = self.topology.connect_to(standby, DBNAME)
+        try:
+            conn.cursor().execute('SELECT pg_wal_replay_pause()')
+            time.sleep(1.0 + a)
+            conn.cursor().execute('SELECT pg_wal_replay_resume()')
+        finally:
+            conn.close()
+        return {'standby': label(standby), 'paused_for': round(1.0 + a, 3)}
+
+    def _standby_silent(self, a: float, b: float) -> dict:
+        standby = self.topology.standby
+        self._synchronous(False)
+        host = self.topology.host_of(standby)
+        conn = self.topology.connect_to(standby, DBNAME)
+        try:
+            cur = conn.cursor()
+            cur.execute('SELECT now()')
+            cut_at = cur.fetchone()[0]
+            host.cut(silent=True)
+            try:
+                time.sleep(PARTITION_SECONDS + a)
+            finally:
+                host.restore()
+            # Sessions from before the cut were given up by their clients
+            # (keepalives, tcp_user_timeout) without the server hearing of
+            # it: end them, as the server's own keepalives would, hours
+            # later by default.
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM "
+                "pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND backend_start < %s AND pid <> pg_backend_pid()",
+                (cut_at,))
+            ended = cur.fetchone()[0]
+        finally:
+            conn.close()
+        return {'standby': label(standby), 'stale_sessions_ended': ended,
+                'silent_for': round(PARTITION_SECONDS + a, 3)}

@@ -186,6 +186,16 @@ def table(report: Dict[str, Any]) -> str:
                 durability.get('acknowledged', 0),
                 durability.get('prepared_survived'),
                 durability.get('prepared_resolved')))
+    reads = report.get('reads')
+    if reads:
+        lines.append(
+            '  read units: %d (%d on a standby), %d uids checked, '
+            'read-your-writes violations %d (excused as lost by a server '
+            '%d), failed reads %s' % (
+                reads.get('reads', 0), reads.get('on_standby', 0),
+                reads.get('uids_checked', 0), reads.get('violations', 0),
+                reads.get('excused_as_lost_by_server', 0),
+                reads.get('errors') or 0))
     unexpected = (report.get('anomalies') or {}).get('unexpected_errors')
     if unexpected:
         for name, message in unexpected.items():

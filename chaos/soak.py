@@ -27,6 +27,7 @@ from chaos.models import OPENING_BALANCE, SCHEMA
 from chaos.report import figures, write_json
 from chaos.base import DBNAME, MAX_CONNECTIONS
 from chaos.topology import TOPOLOGY_KINDS, make_topology, topology_for
+from chaos.readers import ReadChecker
 from chaos.workload import JournalBook, Worker
 from canonical.testing.cluster import default_base
 from canonical.testing.cluster.conf import PASSWORD_ROLE_PASSWORD
@@ -130,12 +131,15 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
              keep: bool = False, json_path: Optional[str] = None,
              reconnect_timeout: Optional[float] = None,
              echo: Any = None, topology: Optional[str] = None,
-             rounds: Optional[int] = None) -> Dict[str, Any]:
+             rounds: Optional[int] = None,
+             readers: int = 0) -> Dict[str, Any]:
     """Run the soak and return the report (``report['passed']``).
 
     ``topology`` ('single', 'ha' or 'bouncer') defaults to the one taking
     ``kinds``; with ``rounds`` the soak lasts at least until every kind
     came up that many times.  The crash-durability case runs on 'single'.
+    ``readers`` threads run read units under StandbyDatabasePolicy, each
+    checking that the workers' last commits are there (see readers.py).
     """
     say = echo or (lambda text: None)
     if canonical.lp.isZopeless():
@@ -177,12 +181,13 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
         stop, give_up = threading.Event(), threading.Event()
         crew = [Worker(i, ztm, seed, accounts, journal, stop, give_up,
                        resolve) for i in range(workers)]
+        checkers = [ReadChecker(i, ztm, crew, stop) for i in range(readers)]
         injector = servers.injector(seed, kinds, interval, rounds)
         say('soaking for %.0f s: %d workers, seed %s, faults: %s'
             % (duration, workers, seed, ', '.join(kinds) or 'none'))
         started = time.monotonic()
         monitor.start()
-        for worker in crew:
+        for worker in crew + checkers:
             worker.start()
         injector.start()
         _wait_for_faults(injector, duration, rounds)
@@ -197,7 +202,9 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             deadline = time.monotonic() + _STOP_GRACE
             for worker in crew:
                 worker.join(max(0.1, deadline - time.monotonic()))
-        hung = [w for w in crew if w.is_alive()]
+        for checker in checkers:
+            checker.join(max(0.1, deadline - time.monotonic()))
+        hung = [w for w in crew + checkers if w.is_alive()]
         monitor.stop()
         report['stacks_of_hung_workers'] = _stacks(hung)
         if hung:
@@ -243,6 +250,9 @@ def run_soak(duration: float = 60.0, workers: int = 8, seed: Any = 0,
             report['units'] = audit.audit_units(
                 conn, units, journal.entries, injector.server_lost)
             report['invariant'] = audit.ledger_invariant(conn)
+            if checkers:
+                report['reads'] = audit.audit_reads(
+                    conn, checkers, injector.server_lost)
         finally:
             conn.close()
         report['split_brain_writes'] = injector.split_brain_writes

@@ -34,7 +34,7 @@ from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import NoTransactionError
 
 __all__ = ['Unit', 'Journal', 'JournalBook', 'Worker', 'classify_error',
-           'transfer', 'server_of']
+           'transfer', 'server_of', 'set_up_thread']
 
 # SQLSTATEs a worker may legitimately see from a statement: a statement
 # timeout, and conflicts the attempts() loop retries.
@@ -170,12 +170,7 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         try:
-            try:
-                # Any call of the manager sets this thread up, which joins
-                # the database to transactions that attempts() begins.
-                self.ztm.abort()
-            except NoTransactionError:
-                pass
+            set_up_thread(self.ztm)
             n = 0
             while not self.stop.is_set():
                 n += 1
@@ -277,6 +272,15 @@ class Worker(threading.Thread):
         elif draw < self.idle_share + self.slow_share:
             self.ztm.connection().execute('SELECT pg_sleep(0.3)')
         move(unit, rows)
+
+
+def set_up_thread(ztm: Any) -> None:
+    """Any call of the manager sets this thread up, which joins the
+    database to transactions that attempts() begins."""
+    try:
+        ztm.abort()
+    except NoTransactionError:
+        pass
 
 
 def _release_frames(error: BaseException) -> None:

@@ -36,6 +36,8 @@ class DummyPrepared:
 
 
 class DummyConfig:
+    writes = True  # a writer's (a read unit's commits in one phase)
+
     def __init__(self, resolve_commit_outcome=False):
         self.resolve_commit_outcome = resolve_commit_outcome
 

@@ -20,7 +20,8 @@ class TestSectionRegistry(unittest.TestCase):
     def test_every_section_module_registers_one_section(self):
         names = [s.name for s in registry.sections()]
         self.assertEqual(names, ['throughput', 'lan', 'roundtrips',
-                                 'recovery', 'herd', 'memory', 'failover'])
+                                 'recovery', 'herd', 'memory', 'failover',
+                                 'replicas'])
         for section in registry.sections():
             verifyObject(IBenchSection, section)
 
@@ -55,7 +56,8 @@ class TestSectionRegistry(unittest.TestCase):
             'read-sql, read-orm, write-sql, write-orm, lan (the four '
             'through a proxy adding 0.25 ms each way), roundtrips, '
             'recovery, herd, memory, failover (on a primary and a standby '
-            'of its own)')
+            'of its own), replicas (read units on 0, 1, 2 standbys of its '
+            'own)')
         self.assertEqual(parse_args(['--only', 'herd']).only, 'herd')
 
     def test_a_run_gives_the_sections_what_they_use(self):

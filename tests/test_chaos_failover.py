@@ -13,6 +13,7 @@ import unittest
 from zope.interface.verify import verifyObject
 from zope.testing.cleanup import cleanUp
 
+from chaos.hafaults import HAFaultInjector
 from chaos.interfaces import IFaultInjector, ITopology
 from chaos.report import table
 from chaos.soak import run_soak
@@ -65,8 +66,16 @@ class SoakTestCase(unittest.TestCase):
 class HASoakTest(SoakTestCase):
 
     def test_failovers_lose_nothing_the_library_reported(self):
-        report, summary = self.soak('ha', duration=5, interval=0.5)
+        report, summary = self.soak('ha', duration=5, interval=0.5,
+                                    readers=1)
         self.assertEqual(report['split_brain_writes'], 0, summary)
+        # Read units ran beside the writers, and none missed a commit the
+        # workers had reported before it began.
+        reads = report['reads']
+        self.assertGreater(reads['reads'], 0, summary)
+        self.assertGreater(reads['uids_checked'], 0, summary)
+        self.assertEqual(reads['violations'], 0, summary)
+        self.assertIn('read units:', summary)
         # Under asynchronous replication the server may lose acknowledged
         # units; they are counted apart (a number, possibly 0), and only
         # units the old primary held and its successor lacked count so.
@@ -79,8 +88,8 @@ class HASoakTest(SoakTestCase):
         self.assertFalse(by_kind['failover_async']['synchronous'])
         # Writes resumed on each new primary, the silent one within 6 s.
         failovers = report['failover_seconds']
-        self.assertEqual(sorted(failovers), sorted(TOPOLOGY_KINDS['ha']),
-                         summary)
+        self.assertEqual(sorted(failovers),
+                         sorted(HAFaultInjector.FAILOVER_KINDS), summary)
         self.assertLess(failovers['silent_partition']['max'], 6.0, summary)
         self.assertEqual(report['password_leaks'], 0)
 
@@ -149,7 +158,6 @@ class TopologyTest(unittest.TestCase):
     def test_topologies_and_injectors_keep_their_interfaces(self):
         from chaos.topologies.bouncer import BouncerFaultInjector
         from chaos.faults import FaultInjector
-        from chaos.hafaults import HAFaultInjector
         from chaos.topologies.patroni import PatroniFaultInjector
         for name in TOPOLOGY_KINDS:
             topology = make_topology(name, '/nonexistent')

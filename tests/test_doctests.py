@@ -51,7 +51,7 @@ def tearDownServers(test):
 
 
 # Stories that make servers of their own rather than use the shared one.
-OWN_SERVERS = ('failover.txt',)
+OWN_SERVERS = ('failover.txt', 'read-replicas.txt')
 
 
 def test_suite():

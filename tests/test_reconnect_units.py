@@ -18,6 +18,7 @@ from canonical.database.config import DatabaseConfig
 from canonical.database.connection import ReconnectingConnection
 from canonical.database.hosts import DatabaseServers
 from canonical.database.hosts import split_hosts
+from canonical.database.identity import ServerIdentity
 from canonical.database.interfaces import DatabaseUnavailableError
 from canonical.database.reconnect import Backoff
 
@@ -108,6 +109,28 @@ class TestHostLists(unittest.TestCase):
         servers._hosts[1].suspect_since = 6.0
         self.assertEqual([h.label for h in servers._order()],
                          ['127.0.0.1:1'])
+
+    def test_only_a_later_timeline_counts_as_a_change(self):
+        # begin() asks whether its connection's server became a demoted
+        # primary only when timeline_changes moved since it last looked.
+        servers = DatabaseServers(DatabaseConfig(dbname='x'))
+        old = ServerIdentity('sys', 3, 'then', 11, False, 'h:1')
+        new = old._replace(timeline=4, started='now')
+        self.assertEqual(servers.timeline_changes, 0)
+        self.assertFalse(servers._refuse_stale(old))
+        self.assertEqual(servers.timeline_changes, 1)
+        self.assertFalse(servers._refuse_stale(old))  # the same: no change
+        self.assertEqual(servers.timeline_changes, 1)
+        self.assertFalse(servers.is_stale(old))
+        self.assertFalse(servers._refuse_stale(new))
+        self.assertEqual(servers.timeline_changes, 2)
+        self.assertTrue(servers.is_stale(old))
+        self.assertTrue(servers._refuse_stale(old))  # refused: no change
+        self.assertEqual(servers.timeline_changes, 2)
+        other = old._replace(system='other', timeline=1)
+        self.assertFalse(servers._refuse_stale(other))
+        self.assertEqual(servers.timeline_changes, 3)
+        self.assertFalse(servers.is_stale(new))
 
 
 class TestNoHerd(CleanUp, unittest.TestCase):

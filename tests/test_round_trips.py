@@ -8,6 +8,7 @@ import tempfile
 
 import transaction
 
+from canonical.database.positions import positions_for
 from canonical.testing.filedm import FileDataManager
 from canonical.testing.tcpproxy import TCPProxy
 from canonical.launchpad.database import Person
@@ -82,6 +83,22 @@ class TestHealthyTransactions(RoundTripTestCase):
             Person.get(1 + i % 3).name
             self.ztm.commit()
         self.assertEqual(self.count(unit)[0], 2)
+
+    def test_commit_position_for_read_your_writes(self):
+        # Once a standby policy was used, COMMIT brings back the position
+        # the transaction ended at, in its own message: still two.
+        positions = positions_for(self.ztm.config)
+        positions.tracking = True
+        self.addCleanup(setattr, positions, 'tracking', False)
+        self.assertEqual(self.count(self.explicit(
+            lambda i: self.ztm.connection().execute(WRITE, ('p%d' % i,)))),
+            (2, ['BEGIN', 'SELECT']))
+        written = positions.floor
+        self.assertGreater(written, 0)
+        # A unit that only read reports none: the floor stays.
+        self.assertEqual(self.count(self.explicit(
+            lambda i: self.ztm.connection().execute(READ, (1,))))[0], 2)
+        self.assertEqual(positions.floor, written)
 
     def test_rollback(self):
         def unit(i):

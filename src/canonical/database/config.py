@@ -76,6 +76,11 @@ _BEHAVIOUR_DEFAULTS: Dict[str, Any] = {
     'reconnect_initial_delay': 0.005,
     'reconnect_max_delay': 0.05,
     'resolve_commit_outcome': False,
+    # Read units on standbys (see policy.py): Launchpad's default for the
+    # lag above which a standby is left, and how long a read unit waits
+    # for a standby to replay this process's last commit.
+    'max_usable_lag': 120.0,
+    'standby_catch_up_timeout': 1.0,
 }
 
 
@@ -102,6 +107,10 @@ def _validated(settings: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigurationError(
             'Need 0 < reconnect_initial_delay <= reconnect_max_delay.')
     out['reconnect_initial_delay'], out['reconnect_max_delay'] = initial, cap
+    for name in ('max_usable_lag', 'standby_catch_up_timeout'):
+        out[name] = float(out[name])
+        if out[name] < 0:
+            raise ConfigurationError('%s must be >= 0 (seconds).' % name)
     return out
 
 
@@ -161,7 +170,8 @@ class DatabaseConfig:
 
     Keyword ``settings`` are the behaviour settings: isolation,
     implicitBegin, debug, reconnect_timeout, reconnect_initial_delay,
-    reconnect_max_delay and resolve_commit_outcome.
+    reconnect_max_delay, resolve_commit_outcome, max_usable_lag and
+    standby_catch_up_timeout.
     """
 
     isolation = _Setting()
@@ -171,6 +181,8 @@ class DatabaseConfig:
     reconnect_initial_delay = _Setting()
     reconnect_max_delay = _Setting()
     resolve_commit_outcome = _Setting()
+    max_usable_lag = _Setting()
+    standby_catch_up_timeout = _Setting()
 
     def __init__(self, dbname: Optional[str] = None,
                  dbhost: Optional[str] = None,

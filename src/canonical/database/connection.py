@@ -4,6 +4,10 @@ Healthy transactions pay nothing for the reconnection logic: begin() does
 one poll() system call (the operating system already knows when the peer
 closed the socket) and sends nothing; BEGIN goes out with the first
 statement (see txcontrol.py, which holds the statement half of the class).
+The checks that a live connection may still be used (its server not a
+demoted primary, not read-only) read what the connection already knows:
+no round trip, no lock, and what they need is looked up once per
+connection, not once per transaction.
 Only when that first statement finds the link dead, which means nothing of
 the transaction has run, is the connection re-established and the statement
 sent again.  Statements after the first are never replayed.
@@ -36,6 +40,7 @@ from canonical.database.interfaces import IServerIdentity
 from canonical.database.outcomes import outcomes_for
 from canonical.database.prepared import prepared_for
 from canonical.database.reconnect import coordinator_for
+from canonical.database.positions import positions_for
 from canonical.database.twophase import new_gid
 from canonical.database.txcontrol import TransactionControl
 from canonical.database.rawsql import rollback_quietly
@@ -103,9 +108,18 @@ class ReconnectingConnection(TransactionControl):
         self._servers: IDatabaseServers = servers_for(config)
         self.prepared: IPreparedTransactions = prepared_for(config)
         self.outcomes: ICommitOutcomes = outcomes_for(config)
+        self.positions = positions_for(config) if config.writes else None
         self.outcome_slot: Optional[str] = None
         self.outcome_token: Optional[str] = None
         self._poller: Any = None
+        # raw.info, kept: psycopg2 makes a new one at every ``raw.info``.
+        self._info: Any = None
+        # raw.server: asked once, when the connection was made (see
+        # identity.py); None when it was not asked.
+        self.server: Optional[IServerIdentity] = None
+        # The servers' timeline_changes when this connection's server was
+        # last found not stale (-1: never).
+        self._timelines_seen = -1
         self._was_lost = False  # a connection was discarded since the last one
         self.reconnects = 0
         self.replays = 0
@@ -118,15 +132,20 @@ class ReconnectingConnection(TransactionControl):
         One poll() system call; the socket is only peeked at when the
         kernel says something arrived while we were not reading.
         """
+        raw = self._raw
+        if raw is not None and not raw.closed and not self._poller.poll(0):
+            # Nothing arrived while we were not reading: alive.  One that
+            # was inherited across fork() never gets here: forksafety gave
+            # it, in the child, a socket whose peer is closed, which poll()
+            # reports readable.
+            return None
         self._forget_if_inherited()
         raw = self._raw
         if raw is None:
             return 'not connected'
         if raw.closed:
             return 'the connection was closed'
-        if self._poller.poll(0):
-            return _peer_has_closed(raw)
-        return None
+        return _peer_has_closed(raw)
 
     def ensure_connected(self) -> RawConnection:
         reason = self.death_reason()  # forgets one inherited across fork()
@@ -143,15 +162,26 @@ class ReconnectingConnection(TransactionControl):
     def _unusable(self, raw: RawConnection) -> Optional[str]:
         """Why a live connection must not be used for the next transaction,
         or None; judged without a round trip."""
-        server = getattr(raw, 'server', None)
-        if server is not None and self._servers.is_stale(server):
-            # Reached before a failover this process has since followed:
-            # a demoted primary, whatever it still accepts.
-            return ('the server is a demoted primary (timeline %s was '
-                    'followed by a later one)' % server.timeline)
-        if self.config.writes and reported_read_only(raw):
+        server = self.server
+        changes = self._servers.timeline_changes
+        if server is not None and changes != self._timelines_seen:
+            # This process has followed a failover since the last look.
+            if self._servers.is_stale(server):
+                # Reached before that failover: a demoted primary,
+                # whatever it still accepts.
+                return ('the server is a demoted primary (timeline %s was '
+                        'followed by a later one)' % server.timeline)
+            self._timelines_seen = changes
+        if self._writes:
             # Fenced or demoted since we connected: its reports say so.
-            return 'the server no longer accepts writes'
+            # libpq keeps the server's latest reports (they come with the
+            # answers to statements): reading them is no round trip.
+            # (reported_read_only(), inline: this runs at every begin().)
+            info = self._info
+            if info.parameter_status('in_hot_standby') == 'on' or \
+                    info.parameter_status(
+                        'default_transaction_read_only') == 'on':
+                return 'the server no longer accepts writes'
         return None
 
     def _inherited(self) -> bool:
@@ -162,12 +192,13 @@ class ReconnectingConnection(TransactionControl):
     def _forget_if_inherited(self) -> None:
         if self._inherited():
             # Made before fork(): this process starts afresh.
-            self._raw = self._poller = None
-            self._begin = None
+            self._drop()
             self._coordinator = coordinator_for(self.config)
             self._servers = servers_for(self.config)
             self.prepared = prepared_for(self.config)
             self.outcomes = outcomes_for(self.config)
+            if self.positions is not None:
+                self.positions = positions_for(self.config)
             self.outcome_slot = self.outcome_token = None
             self._owner = forksafety.generation()
 
@@ -196,13 +227,22 @@ class ReconnectingConnection(TransactionControl):
                      time.monotonic() - started)
         return raw
 
-    def _set_up(self, raw: RawConnection) -> None:
+    def _attach(self, raw: RawConnection) -> None:
+        """Make ``raw`` this connection's."""
         # The library sends BEGIN, COMMIT ... itself (see txcontrol.py).
         raw.autocommit = True
         self._owner = forksafety.adopt(raw)
         self._raw = raw
+        self.server = getattr(raw, 'server', None)
+        self._timelines_seen = -1
+        self._info = raw.info
+        self._control = None
         self._poller = select.poll()
         self._poller.register(raw.fileno(), _POLL_MASK)
+        self._was_lost = False
+
+    def _set_up(self, raw: RawConnection) -> None:
+        self._attach(raw)
         self.prepared.recover_orphans(raw)
         server = getattr(raw, 'server', None)
         if server is not None:
@@ -212,14 +252,9 @@ class ReconnectingConnection(TransactionControl):
         if self.config.resolve_commit_outcome and self.config.writes and \
                 not self.autocommit:
             self.outcome_slot = self.outcomes.open_slot(raw)
-        self._was_lost = False
 
     def _new_token(self) -> Optional[str]:
         return new_gid() if self.outcome_slot is not None else None
-
-    @property
-    def server(self) -> Optional[IServerIdentity]:
-        return getattr(self._raw, 'server', None)
 
     def finish_deferred_now(self) -> Dict[str, bool]:
         """Finish deferred prepared transactions on the live connection, if
@@ -238,11 +273,17 @@ class ReconnectingConnection(TransactionControl):
         self.outcomes.retire(self.outcome_slot)
         self.outcome_slot = None
 
+    def _drop(self) -> Optional[RawConnection]:
+        """Forget the connection and what was kept of it; return it."""
+        raw = self._raw
+        self._raw = self._poller = self._info = self._control = None
+        self._begin = None
+        self.server = None
+        return raw
+
     def discard(self, reason: str) -> None:
         self._forget_if_inherited()
-        raw, self._raw = self._raw, None
-        self._begin = None
-        self._poller = None
+        raw = self._drop()
         if raw is None:
             return
         self._forget_slot()
@@ -258,9 +299,7 @@ class ReconnectingConnection(TransactionControl):
 
     def close(self) -> None:
         self._forget_if_inherited()
-        raw, self._raw = self._raw, None
-        self._begin = None
-        self._poller = None
+        raw = self._drop()
         self._forget_slot()
         if raw is None or raw.closed:
             return

@@ -153,14 +153,24 @@ class ZopelessDataManager:
     def tpc_vote(self, txn: ITransaction) -> None:
         if not self._transactional:
             return  # autocommit: everything is already committed
-        token = self.db.outcome_token
-        self._slot = self.db.outcome_slot if token is not None else None
-        self.db.outcomes.hold(self._slot)
-        self._server = self.db.server
-        if _is_alone(txn) and (self._slot is not None or
-                               not self.db.config.resolve_commit_outcome):
-            self._commit_one_phase()
-            return
+        db = self.db
+        token = db.outcome_token
+        self._server = db.server
+        if token is None:
+            self._slot = None
+            if (not db.config.resolve_commit_outcome and _is_alone(txn)) \
+                    or not db.config.writes:
+                # (A read unit, readers.py, has nothing to lose: one
+                # phase, whoever else joined.)
+                self._commit_one_phase()
+                return
+        else:
+            self._slot = db.outcome_slot
+            db.outcomes.hold(self._slot)
+            if _is_alone(txn) and (self._slot is not None or
+                                   not db.config.resolve_commit_outcome):
+                self._commit_one_phase()
+                return
         # With others (or resolving without a marker): PREPARE, so a lost
         # answer is settled by looking the gid up, which (unlike a
         # transaction id after a crash) is never reused.
@@ -275,6 +285,8 @@ class ZopelessDataManager:
             if self._slot is not None:
                 self._settle_commit(e)
                 return
+            if not self.db.config.writes:
+                raise self.db.lost_in_transaction(e) from e
             raise with_sqlstate(CommitOutcomeUnknownError(
                 '%s\n(The connection to %s died while COMMIT was in flight: '
                 'the transaction may or may not have committed.  Check '

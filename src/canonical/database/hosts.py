@@ -99,10 +99,23 @@ class DatabaseServers:
         self._unidentified = False
         self.timeouts: Dict[str, int] = {}
         self.stale_refused = 0
+        self.timeline_changes = 0
 
     @property
     def hosts(self) -> List[str]:
         return [h.label for h in self._hosts]
+
+    def entries(self) -> List[tuple]:
+        """(label, per-host libpq parameters) of each host of the list;
+        one entry with no parameters for a single host."""
+        return [(h.label, dict(h.params)) for h in self._hosts]
+
+    def suspect(self, label: str, config: IDatabaseConfig) -> None:
+        """The host ``label`` timed out (for a reader, say): skip it and
+        probe it in the background, as for a writer's."""
+        for host in self._hosts:
+            if host.label == label:
+                self._suspect(host, config)
 
     def suspects(self) -> List[str]:
         with self._lock:
@@ -189,13 +202,17 @@ class DatabaseServers:
             if identity.timeline < latest:
                 self.stale_refused += 1
                 return True
-            self._timelines[identity.system] = identity.timeline
+            if identity.timeline > latest:
+                self._timelines[identity.system] = identity.timeline
+                self.timeline_changes += 1
             return False
 
     def is_stale(self, identity: ServerIdentity) -> bool:
-        with self._lock:
-            return identity.timeline is not None and identity.timeline < \
-                self._timelines.get(identity.system, 0)
+        # Asked at every begin(), so without the lock: one dict read is
+        # atomic, and a timeline only ever grows.
+        timeline = identity.timeline
+        return timeline is not None and \
+            timeline < self._timelines.get(identity.system, 0)
 
     # -- suspect hosts -----------------------------------------------------
 

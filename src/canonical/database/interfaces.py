@@ -484,6 +484,10 @@ class IDatabaseServers(Interface):
     hosts = Attribute("The host:port entries of the list, in list order.")
     timeouts = Attribute("Connection attempts that timed out, by host.")
     stale_refused = Attribute("Connections refused as a demoted primary.")
+    timeline_changes = Attribute(
+        "How many times this process has reached a later timeline of a "
+        "system: a connection's server, found not stale, is looked at "
+        "again only when this changed.")
 
     def connect(config):
         """A new psycopg2 connection to the first host that takes it;
@@ -496,6 +500,13 @@ class IDatabaseServers(Interface):
     def note_lost(raw, reason):
         """A connection was found dead for ``reason``: when it timed out,
         its host is suspect from now on."""
+
+    def entries():
+        """(label, per-host libpq parameters) of each host of the list."""
+
+    def suspect(label, config):
+        """Host ``label`` timed out: skip it and probe it in the
+        background, whoever found out (a writer, a reader, a sampler)."""
 
     def suspects():
         """The hosts currently left to the background probe."""
@@ -678,3 +689,110 @@ class TransactionLostError(ZopelessError, dberrors.OperationalError):
 
 # -- Additions ---------------------------------------------------------------
 # New groups go below, each under a heading comment like the ones above.
+
+
+# -- read replicas: database policies and standbys ----------------------------
+# Launchpad's names (lp.services.database.policy and .interfaces), so code
+# written against them runs unchanged.
+
+PRIMARY_FLAVOR = 'primary'
+STANDBY_FLAVOR = 'standby'
+DEFAULT_FLAVOR = 'default'
+
+
+class DisallowedStore(ZopelessError):
+    """The database policy in force forbids this access: the primary under
+    StandbyOnlyDatabasePolicy, any database under DatabaseBlockedPolicy.
+    ``args`` name the flavor asked for."""
+
+
+class ReadOnlyUnitError(ZopelessError, dberrors.ProgrammingError):
+    """A unit running under a standby policy tried to write.  Such units
+    are read-only wherever they run (a standby, or the primary they fell
+    back to); nothing was written.  Do the write outside the policy's
+    block, or under PrimaryDatabasePolicy.  ``pgcode`` is '25006'."""
+
+    pgcode = '25006'
+
+
+class NoUsableStandbyError(ZopelessError, dberrors.OperationalError):
+    """StandbyOnlyDatabasePolicy found no standby it may use: none
+    answers, every one lags more than max_usable_lag, or none has
+    replayed this process's last commit within standby_catch_up_timeout.
+    Nothing was run.  Retry later, or use StandbyDatabasePolicy, which
+    falls back to the primary."""
+
+
+class IDatabasePolicy(Interface):
+    """Which server the units of work begun under it use (Launchpad's
+    IDatabasePolicy).  A policy is in force in one thread, inside
+    ``with policy:`` (or between install() and uninstall()); policies
+    nest, the innermost wins; without one, PrimaryDatabasePolicy."""
+
+    default_flavor = Attribute(
+        "PRIMARY_FLAVOR or STANDBY_FLAVOR: where units go by default.")
+
+    def flavor_for(flavor=DEFAULT_FLAVOR):
+        """The flavor a unit asking for ``flavor`` gets; DisallowedStore
+        when the policy forbids it."""
+
+    def allows_primary_fallback():
+        """Whether a standby unit may run on the primary (read-only) when
+        no standby is usable."""
+
+    def install():
+        """Put the policy in force in this thread (as ``__enter__``)."""
+
+    def uninstall():
+        """Take it out of force (as ``__exit__``); AssertionError when it is
+        not the innermost."""
+
+
+class IStandbyMonitor(Interface):
+    """What a process knows of a database's standbys, from one background
+    sampler per database: which hosts of the dbhost list are standbys,
+    whether they answer, how far behind they are, and this process's last
+    commit position (read-your-writes)."""
+
+    max_usable_lag = Attribute("Seconds of lag above which a standby is "
+                               "left (the configuration's).")
+    floor = Attribute("The WAL position (int) a standby must have replayed "
+                      "to show every commit this process made.")
+    samples = Attribute("How many sampling rounds have run.")
+
+    def start():
+        """Sample once now and keep sampling in the background."""
+
+    def stop():
+        """Stop sampling and close the sampler's connections."""
+
+    def hosts():
+        """{label: {'role', 'lag', 'replayed', 'readers'}} as last seen."""
+
+    def lag(label):
+        """The lag, in seconds, of the standby ``label``: how long ago the
+        primary had first gone past what it has replayed; 0.0 when it is
+        current, None when unknown.  It does not grow on an idle primary."""
+
+    def candidates(floor=0, max_lag=None):
+        """Labels of the standbys a read unit may use now, best first:
+        answering, still standbys, lag within ``max_lag`` (default
+        max_usable_lag); the least used first, then those known past WAL
+        position ``floor``."""
+
+    def floor_now():
+        """``floor``, once commits whose position is unknown (made before
+        tracking began, two-phase, or whose answer was lost) are covered
+        by the primary's position, asked now; None when no primary
+        answered (then only the primary may serve a read unit)."""
+
+    def tracking():
+        """True once a standby policy was used: commits then report their
+        WAL position."""
+
+
+__all__ += [
+    'PRIMARY_FLAVOR', 'STANDBY_FLAVOR', 'DEFAULT_FLAVOR',
+    'DisallowedStore', 'ReadOnlyUnitError', 'NoUsableStandbyError',
+    'IDatabasePolicy', 'IStandbyMonitor',
+]

@@ -59,6 +59,8 @@ from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import ReadOnlyServerError
 from canonical.database.interfaces import TransactionAbortedError
+from canonical.database.positions import COMMIT_WITH_POSITION
+from canonical.database.positions import CommitPositions
 from canonical.database.rawsql import Cursor
 from canonical.database.rawsql import DeclaredCursor
 from canonical.database.rawsql import Query
@@ -99,28 +101,42 @@ class TransactionControl:
     _raw: Optional[RawConnection] = None
     _begin: Optional[str] = None  # the BEGIN still to send, if any
     _begin_sql: Optional[str] = None  # the BEGIN of the configuration
+    _writes = False  # config.writes, asked once per configuration
+    # The cursor that sends COMMIT and ROLLBACK: one per connection rather
+    # than a new one per transaction (see _control_cursor()).
+    _control: Optional[Cursor] = None
     outcome_slot: Optional[str] = None
     outcome_token: Optional[str] = None
     replays = 0
+    # This process's commit positions (standbys.py); None for a reader.
+    positions: Optional[CommitPositions] = None
 
     def set_config(self, config: IDatabaseConfig) -> None:
         """Use ``config`` (another isolation level, say) from the next
         begin() on; the connection itself is kept."""
         self.config = config
         self._begin_sql = begin_statement(config.isolation)
-
-    @property
-    def autocommit(self) -> bool:
-        return self._begin_sql is None
+        self._writes = config.writes
+        self.autocommit = self._begin_sql is None
 
     # -- beginning ---------------------------------------------------------
 
     def begin(self) -> RawConnection:
         self._begin = None
-        raw = self._usable_connection()
-        self._make_ready(raw)
-        self.outcome_token = self._new_token()
-        self._begin = self._opening()
+        raw = self._raw
+        if raw is None or self.death_reason() is not None or \
+                self._unusable(raw) is not None:
+            # Not the healthy connection it usually is: look closer.
+            raw = self._usable_connection()
+        if raw.get_transaction_status() != _IDLE or self.prepared.pending():
+            self._make_ready(raw)
+        if self.outcome_slot is None:
+            # No commit outcome marker: the configuration's BEGIN as it is.
+            self.outcome_token = None
+            self._begin = self._begin_sql
+        else:
+            self.outcome_token = self._new_token()
+            self._begin = self._opening()
         return raw
 
     def _opening(self) -> Optional[str]:
@@ -215,7 +231,7 @@ class TransactionControl:
         return with_sqlstate(failure, error)
 
     def _refused_write(self, error: BaseException) -> bool:
-        return self.config.writes and is_read_only_error(error)
+        return self._writes and is_read_only_error(error)
 
     def _lost(self, error: BaseException) -> bool:
         return not isinstance(error, DisconnectionError) and \
@@ -240,7 +256,11 @@ class TransactionControl:
         if begin is None:
             return execute(query, *args)
         try:
-            result = execute(with_begin(begin, query), *args)
+            if type(query) is str and query:
+                # with_begin(), inline for the usual query.
+                result = execute(begin + '; ' + query, *args)
+            else:
+                result = execute(with_begin(begin, query), *args)
         except Exception as e:
             raw = self._raw
             if is_disconnect(e, raw):
@@ -306,7 +326,33 @@ class TransactionControl:
 
     def commit(self) -> None:
         if self._open_or_nothing('COMMIT'):
-            self._raw.cursor().execute('COMMIT')
+            positions = self.positions
+            cursor = self._control or self._control_cursor()
+            if positions is None or not positions.tracking:
+                cursor.execute('COMMIT')
+                if positions is not None:
+                    positions.untracked = True
+                return
+            # Read units on standbys wait for this position (see
+            # standbys.py): it travels in COMMIT's own message.
+            try:
+                cursor.execute(COMMIT_WITH_POSITION)
+            except BaseException:
+                # It may have committed (a lost answer settled later, say):
+                # the next read unit asks the primary its position.
+                positions.untracked = True
+                raise
+            positions.note(cursor.fetchone()[0])
+
+    def _control_cursor(self) -> Cursor:
+        """The connection's cursor for transaction control statements,
+        made at its first use.  It holds no rows (COMMIT and ROLLBACK
+        return none), so one serves every transaction of the connection;
+        it is forgotten with the connection (see _drop())."""
+        cursor = self._control
+        if cursor is None:
+            cursor = self._control = self._raw.cursor()
+        return cursor
 
     def prepare(self, gid: str) -> bool:
         if not self._open_or_nothing('PREPARE TRANSACTION'):
@@ -342,6 +388,10 @@ class TransactionControl:
         return status != _IDLE
 
     def finish_prepared(self, gid: str, commit: bool) -> None:
+        if commit and self.positions is not None:
+            # Its position (here, or where a retry finishes it) is asked
+            # of the primary by the next read unit.
+            self.positions.untracked = True
         finish_prepared(self._raw, gid, commit)
 
     def rollback(self) -> None:
@@ -356,7 +406,7 @@ class TransactionControl:
         if raw.get_transaction_status() == _IDLE:
             return
         try:
-            raw.cursor().execute('ROLLBACK')
+            self._control_cursor().execute('ROLLBACK')
         except psycopg2.Error as e:
             # Never hand a connection in an unknown state out again.
             self.discard(server_message(e))

@@ -37,6 +37,9 @@ from canonical.database.interfaces import NotInstalledError
 from canonical.database.interfaces import TransactionInProgressError
 from canonical.database.sqlbase import ZopelessSQLObjectConnection
 from canonical.database.sqlbase import set_connection_source
+from canonical.database.policy import current_policy
+from canonical.database.routing import route
+from canonical.database.standbys import stop_all as stop_standby_monitors
 
 __all__ = ['ZopelessTransactionManager']
 
@@ -47,18 +50,24 @@ class _ThreadState:
     """What one thread owns.  No reference cycles: when the thread ends,
     its state is freed at once, and its session ends with it."""
 
-    __slots__ = ('db', 'sqlconn', 'dm', 'begun', 'synchronized',
-                 '__weakref__')
+    __slots__ = ('db', 'sqlconn', 'dm', 'tm', 'begun', 'synchronized',
+                 'writer', 'reader', '__weakref__')
 
     def __init__(self, db: IDatabaseConnection) -> None:
         self.db = db
         self.sqlconn = ZopelessSQLObjectConnection(db,
                                                    debug=db.config.debug)
         self.dm = ZopelessDataManager(db, self.sqlconn, transaction.manager)
+        # This thread's own manager behind the thread-local
+        # transaction.manager: begin() and commit() call it directly.
+        self.tm = transaction.manager.manager
         self.begun = False  # begun by ztm.begin(), not joined yet
         # Every transaction of the thread since reached the synchronizer, so
         # dm.txn tells whether one is open: no need to ask `transaction`.
         self.synchronized = False
+        # db, sqlconn, dm of the writer, and of read units (routing.py).
+        self.writer = (db, self.sqlconn, self.dm)
+        self.reader: Optional[tuple] = None
         # Closed, not merely let go: whatever outlives the thread may still
         # hold the psycopg2 connection (an error the application kept holds
         # its cursor, the cursor its connection), and uninstall() reaches
@@ -129,6 +138,7 @@ class ZopelessTransactionManager:
         if not self.implicitBegin or not self.installed:
             return None
         state = self._state()
+        self._route(state)
         state.dm.start(transaction.get())
         return state.sqlconn
 
@@ -139,6 +149,7 @@ class ZopelessTransactionManager:
             state.dm.join(txn)
         elif not self.implicitBegin:
             try:
+                self._route(state)
                 state.dm.start(txn)
             except BaseException:
                 # transaction.begin() has already made txn current: free
@@ -146,6 +157,14 @@ class ZopelessTransactionManager:
                 txn.abort()
                 raise
         # implicitBegin: join lazily, when a model first needs the database
+
+    @staticmethod
+    def _route(state: _ThreadState) -> None:
+        # The thread's database policy picks the connection of a unit about
+        # to begin; without a policy ever used, one thread-local lookup.
+        policy = current_policy()
+        if policy is not None or state.reader is not None:
+            route(state, state.writer[0].config, policy)
 
     # -- IZopelessTransactionManager ----------------------------------------
 
@@ -156,13 +175,14 @@ class ZopelessTransactionManager:
             raise TransactionInProgressError(
                 'A transaction is already in progress in this thread; '
                 'commit() or abort() it before calling begin() again.')
+        self._route(state)
         # Connect (or reconnect, waiting through an outage) before the
         # transaction exists, so a failure leaves nothing half begun; the
         # synchronizer then only joins.  BEGIN goes with the first statement.
         state.db.begin()
         state.begun = True
         try:
-            transaction.manager.begin()
+            state.tm.begin()
         except BaseException:
             state.begun = False
             if state.dm.txn is None:
@@ -188,18 +208,24 @@ class ZopelessTransactionManager:
             pass
 
     def commit(self) -> None:
-        self._state()
+        state = self._state()
+        txn = state.dm.txn
+        if txn is not None:
+            # The thread's current transaction, joined by the synchronizer:
+            # what its manager's commit() would look up.
+            txn.commit()
+            return
         try:
-            transaction.manager.commit()
+            state.tm.commit()
         except NoTransaction:
             raise NoTransactionError(
                 'commit() without a transaction in this thread; call '
                 'begin() first.') from None
 
     def abort(self) -> None:
-        self._state()
+        state = self._state()
         try:
-            transaction.manager.abort()
+            state.tm.abort()
         except NoTransaction:
             raise NoTransactionError(
                 'abort() without a transaction in this thread; call '
@@ -210,7 +236,9 @@ class ZopelessTransactionManager:
         with self._lock:
             states = list(self._states)
         for state in states:
-            state.db.set_config(self.config)
+            for db in [state.writer[0]] + ([state.reader[0]] if state.reader
+                                           else []):
+                db.set_config(self.config)
 
     def connection(self) -> IDatabaseConnection:
         state = self._state()
@@ -233,6 +261,9 @@ class ZopelessTransactionManager:
         left: dict = {}
         for state in states:
             state.dm.txn = None
+            if state.reader is not None:
+                state.reader[0].close()
+                state.db, state.sqlconn, state.dm = state.writer
             left.update(state.db.finish_deferred_now())
             state.db.close()
         for gid, commit in left.items():
@@ -241,6 +272,7 @@ class ZopelessTransactionManager:
             log.critical('Prepared transaction %s is still waiting for %s; '
                          'run it by hand.', gid, 'COMMIT PREPARED'
                          if commit else 'ROLLBACK PREPARED')
+        stop_standby_monitors()
         servers_for(self.config).stop_probing()
         self._local = threading.local()
         manager = transaction.manager

@@ -34,6 +34,8 @@ from canonical.database.interfaces import ConfigurationError
 from canonical.database.interfaces import ConnectionFailedError
 from canonical.database.interfaces import IZopelessTransactionManager
 from canonical.database.isolation import READ_COMMITTED_ISOLATION
+from canonical.database.policy import POLICIES
+from canonical.database.policy import policy_named
 from canonical.launchpad.scripts.completion import abort_quietly
 from canonical.launchpad.scripts.dryrun import DryRunGuard
 from canonical.launchpad.scripts.interfaces import ILaunchpadScript
@@ -52,7 +54,7 @@ __all__ = ['LaunchpadScript', 'database_options']
 
 
 def database_options(parser: OptionParser) -> None:
-    """Add --dbname, --dbhost and --dbuser to ``parser``."""
+    """Add --dbname, --dbhost, --dbuser and --db-policy to ``parser``."""
     parser.add_option('--dbname', dest='dbname', default=None,
                       help='The database to use (default: $LP_DBNAME).')
     parser.add_option('--dbhost', dest='dbhost', default=None,
@@ -60,6 +62,12 @@ def database_options(parser: OptionParser) -> None:
                       'keywords: "db1 port=5433" (default: $LP_DBHOST).')
     parser.add_option('--dbuser', dest='dbuser', default=None,
                       help="The database user (default: the script's own).")
+    parser.add_option('--db-policy', dest='db_policy', default=None,
+                      choices=sorted(POLICIES),
+                      help='Where units of work run: primary, standby '
+                      '(read-only, the primary when no standby is fit) or '
+                      'standby-only (default: the script\'s '
+                      'database_policy, else primary).')
 
 
 @implementer(ILaunchpadScript)
@@ -70,6 +78,9 @@ class LaunchpadScript:
     description: Optional[str] = None
     supports_dry_run = False
     database_settings: Dict[str, Any] = {}
+    # 'standby' or 'standby-only': main() runs under that database policy
+    # (a read-only job on a standby); --db-policy overrides it.
+    database_policy: Optional[str] = None
     lock_dir: Optional[str] = None    # None: see lock.default_lock_dir()
     log_stream: Optional[TextIO] = None   # None: sys.stderr
 
@@ -183,7 +194,13 @@ class LaunchpadScript:
             if use_lock:
                 self.lock.acquire()
             self._install_txn(isolation, implicitBegin)
-            self.main()
+            name = getattr(self.options, 'db_policy', None) or \
+                self.database_policy
+            if name is None:
+                self.main()
+            else:
+                with policy_named(name):
+                    self.main()
         except LockHeldError as e:
             self._report_lock_held(e)
             return 1
