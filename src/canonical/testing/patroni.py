@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from zope.testing.cleanup import cleanUp
 
+from canonical.testing.cluster.interfaces import ClusterError
 from canonical.testing.cluster.interfaces import IPatroniCluster
 from canonical.testing.cluster.patroni import PatroniCluster
 from canonical.testing.failover import FailoverTestCase, rows
@@ -73,7 +74,14 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _switchover(cluster, leader):
-    cluster.switchover()
+    try:
+        cluster.switchover()
+    except ClusterError:
+        # Patroni refuses while a member is still catching up (seen just
+        # after start-up and after another fault): once more when all
+        # are streaming.
+        cluster.wait_replicas(60)
+        cluster.switchover()
     return cluster.wait_leader(other_than=leader)
 
 
