@@ -78,6 +78,46 @@ step_pgbouncer() {
     fi
 }
 
+# 1c. Patroni, etcd and HAProxy, which the Patroni tests, soak and benchmarks
+# run as users' clusters do (canonical.testing.cluster.patroni starts them).
+has_patroni_kit() {
+    command -v patroni >/dev/null 2>&1 && command -v patronictl >/dev/null 2>&1 \
+        && { command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ]; } \
+        && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }
+}
+
+# The packages' postinst scripts start their services (etcd on 2379 with its
+# data in /var/lib/etcd, HAProxy on the stock configuration, Patroni without
+# one): a policy-rc.d answering 101 tells invoke-rc.d not to, where there is
+# none already; systemd units are disabled and stopped afterwards.
+step_patroni() {
+    has_patroni_kit && return 0
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        die "Patroni, etcd or HAProxy not found; install them (Debian 12: apt-get install patroni etcd-server etcd-client haproxy) and run this again"
+    fi
+    say "installing Patroni, etcd and HAProxy (apt-get install patroni etcd-server etcd-client haproxy)"
+    local policy=/usr/sbin/policy-rc.d ours=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        ours=1
+    fi
+    local rc=0
+    apt_install patroni etcd-server etcd-client haproxy || rc=$?
+    [ -n "$ours" ] && rm -f "$policy"
+    [ "$rc" -eq 0 ] || die "apt-get install patroni etcd-server etcd-client haproxy failed"
+    local service
+    for service in etcd patroni haproxy; do
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now "$service" >/dev/null 2>&1 || true
+        elif [ -x "/etc/init.d/$service" ]; then
+            "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+            update-rc.d "$service" disable >/dev/null 2>&1 || true
+        fi
+    done
+    has_patroni_kit || die "patroni, etcd-server and haproxy are installed but patroni, etcd or haproxy was not found"
+}
+
 # 2. A virtualenv with zc.buildout, at the pinned versions.
 step_venv() {
     local marker=.venv/.zopeless-tools stamp
@@ -126,7 +166,7 @@ step_buildout() {
     touch bin/test bin/python
 }
 
-STEPS="step_pg_server step_pgbouncer step_venv step_versions step_buildout"
+STEPS="step_pg_server step_pgbouncer step_patroni step_venv step_versions step_buildout"
 for step in $STEPS; do
     "$step"
 done

@@ -29,8 +29,9 @@ class SoakTestCase(unittest.TestCase):
         shutil.rmtree(self.tmp, ignore_errors=True)
         cleanUp()
 
-    def soak(self, topology, **kw):
-        report = run_soak(topology=topology, kinds=TOPOLOGY_KINDS[topology],
+    def soak(self, topology, kinds=None, **kw):
+        kinds = TOPOLOGY_KINDS[topology] if kinds is None else kinds
+        report = run_soak(topology=topology, kinds=kinds,
                           workers=6, seed=20250102, rounds=1,
                           base=os.path.join(self.tmp, topology),
                           json_path=os.path.join(self.tmp, 'report.json'),
@@ -40,7 +41,7 @@ class SoakTestCase(unittest.TestCase):
         # Every kind came up, and the soak went on after each.
         self.assertEqual(sorted(k for k, n in
                                 report['faults_by_kind'].items() if n),
-                         sorted(TOPOLOGY_KINDS[topology]), summary)
+                         sorted(kinds), summary)
         self.assertEqual(report['fault_errors'], 0, summary)
         units = report['units']
         self.assertGreater(units['committed'], 50, summary)
@@ -93,6 +94,21 @@ class HASoakTest(SoakTestCase):
         self.assertEqual(report['password_leaks'], 0)
 
 
+class PatroniSoakTest(SoakTestCase):
+
+    def test_patroni_failovers_lose_nothing(self):
+        # Two of Patroni's faults, the cheapest (the layer of
+        # test_patroni takes them all); the long soak is
+        # bin/chaos --topology patroni --duration 120.
+        kinds = ('patroni_switchover', 'patroni_postmaster_kill')
+        report, summary = self.soak('patroni', kinds, duration=2,
+                                    interval=0.5)
+        self.assertEqual(report['split_brain_writes'], 0, summary)
+        for fault in report['faults']:
+            # Patroni's own view beside the library's.
+            self.assertGreater(fault['detail']['patroni_after'], 0, summary)
+
+
 class BouncerSoakTest(SoakTestCase):
 
     def test_pgbouncer_events_lose_nothing(self):
@@ -116,13 +132,14 @@ class TopologyTest(unittest.TestCase):
             topology_for(('no_such_kind',))
 
     def test_the_topologies_register_themselves(self):
-        self.assertEqual(list(TOPOLOGY_KINDS), ['single', 'ha', 'bouncer'])
+        self.assertEqual(list(TOPOLOGY_KINDS),
+                         ['single', 'ha', 'bouncer', 'patroni'])
         self.assertEqual(TOPOLOGY_KINDS['bouncer'],
                          ('pgbouncer_pause', 'pgbouncer_restart',
                           'restart_behind_pgbouncer'))
         with self.assertRaises(ValueError) as caught:
-            make_topology('patroni', '/x')
-        self.assertIn('single, ha or bouncer', str(caught.exception))
+            make_topology('no-such', '/x')
+        self.assertIn('single, ha, bouncer or patroni', str(caught.exception))
 
         from chaos import topology
 
@@ -139,11 +156,14 @@ class TopologyTest(unittest.TestCase):
     def test_topologies_and_injectors_keep_their_interfaces(self):
         from chaos.topologies.bouncer import BouncerFaultInjector
         from chaos.faults import FaultInjector
+        from chaos.topologies.patroni import PatroniFaultInjector
         for name in TOPOLOGY_KINDS:
             topology = make_topology(name, '/nonexistent')
             self.assertTrue(verifyObject(ITopology, topology))
         for injector in (HAFaultInjector(1, make_topology('ha', '/x')),
                          BouncerFaultInjector(1, make_topology('bouncer',
+                                                               '/x')),
+                         PatroniFaultInjector(1, make_topology('patroni',
                                                                '/x')),
                          FaultInjector(1, None, None, None, 'chaos')):
             self.assertTrue(verifyObject(IFaultInjector, injector))

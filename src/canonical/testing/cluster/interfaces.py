@@ -23,7 +23,8 @@ __all__ = [
     'ClusterError', 'BinariesNotFound', 'ExternalServerError',
     'ReplicationError', 'NetworkHostError', 'PgBouncerError',
     'IServer', 'IClusterServer', 'IReplicationNode', 'INetworkHost',
-    'IPgBouncer', 'implementer',
+    'IPgBouncer', 'IEtcd', 'IHAProxy', 'IPatroniMember', 'IPatroniCluster',
+    'implementer',
 ]
 
 
@@ -199,6 +200,10 @@ class INetworkHost(Interface):
     def command(argv, uid=None, gid=None):
         """argv run inside the namespace (as uid/gid when given)."""
 
+    def join_peers():
+        """Let this host reach the other hosts' addresses (and they it)
+        through the machine, as machines of one network do."""
+
     def cut(silent=True):
         """Cut the host off.  Silent: its address vanishes, packets are
         dropped without a reset or an ICMP error, as when a machine dies
@@ -261,3 +266,115 @@ class IPgBouncer(Interface):
 
     def destroy():
         """Stop and delete PgBouncer's files."""
+
+
+# -- the Patroni kit ---------------------------------------------------------
+
+class IEtcd(Interface):
+    """One etcd member of a Patroni cluster (see cluster.etcd)."""
+
+    url = Attribute('Its client URL on loopback.')
+    port = Attribute('Its client port, on every address it listens on.')
+
+    def endpoint(address='127.0.0.1'):
+        """host:port of its client URL on ``address``."""
+
+    def healthy():
+        """True when it answers /health with a healthy member."""
+
+    def start():
+        """Start it (keeping its data) and wait until it is healthy."""
+
+    def stop():
+        """Stop it: Patroni loses its DCS."""
+
+    def is_running():
+        """True while its process runs."""
+
+
+class IHAProxy(Interface):
+    """HAProxy in front of Patroni members (see cluster.haproxy)."""
+
+    host = Attribute('The address it listens on (127.0.0.1).')
+    port = Attribute('The port it listens on.')
+
+    def start():
+        """Start it and wait until it listens."""
+
+    def stop():
+        """Stop it."""
+
+    def is_running():
+        """True while its process runs."""
+
+
+class IPatroniMember(Interface):
+    """A Patroni process and its PostgreSQL in a namespace of their own."""
+
+    name = Attribute("Patroni's name for it (m1, m2 ...).")
+    host = Attribute('The address PostgreSQL and the REST API listen on.')
+    port = Attribute("PostgreSQL's port.")
+    netns = Attribute('Its INetworkHost (cut() it to make it vanish).')
+    api = Attribute('The URL of its REST API.')
+
+    def status():
+        """Its REST API's /patroni answer; {} when unreachable."""
+
+    def is_leader():
+        """True when its REST API answers OPTIONS-like GET /primary 200."""
+
+    def postmaster_pid():
+        """The pid of its running postmaster, or None."""
+
+    def pids():
+        """Every process of the member: Patroni and its PostgreSQL."""
+
+    def psql(sql, dbname='postgres'):
+        """Run sql as superuser over its unix socket; the output."""
+
+
+class IPatroniCluster(Interface):
+    """etcd, Patroni members and HAProxy (see cluster.patroni)."""
+
+    members = Attribute('The IPatroniMember list.')
+    etcd = Attribute('The IEtcd.')
+    haproxy = Attribute('The IHAProxy.')
+    timings = Attribute('ttl, loop_wait, retry_timeout in seconds.')
+    synchronous = Attribute('Whether synchronous_mode is on.')
+    started_in = Attribute('Seconds start() took.')
+
+    def start():
+        """Start it all; wait until every replica streams."""
+
+    def destroy():
+        """Stop everything it started and remove its files."""
+
+    def leader():
+        """The member answering /primary with 200, or None."""
+
+    def wait_leader(other_than=None, timeout=60):
+        """Wait until a member (not ``other_than``) leads; it."""
+
+    def wait_replicas(timeout=60):
+        """Wait until every member runs and every replica streams."""
+
+    def topology():
+        """Patroni's /cluster answer by member name."""
+
+    def patronictl(*args):
+        """Run patronictl on this cluster; its output."""
+
+    def switchover(candidate=None):
+        """patronictl switchover from the leader (to ``candidate``)."""
+
+    def restart(member):
+        """patronictl restart of ``member``."""
+
+    def hang(member):
+        """SIGSTOP every process of ``member``; the pids stopped."""
+
+    def resume(pids):
+        """SIGCONT what hang() stopped."""
+
+    def usage():
+        """(CPU seconds used, resident kB) of all its processes."""

@@ -140,6 +140,7 @@ class NetworkHost:
         self.is_cut: Optional[str] = None
         self._prefix = 30
         self._created = False
+        self._peers = False
 
     def __repr__(self) -> str:
         return '<NetworkHost %s %s>' % (self.name, self.address)
@@ -194,6 +195,21 @@ class NetworkHost:
     def _add_address(self) -> None:
         _ip('addr', 'add', '%s/%d' % (self.address, self._prefix), 'dev',
             self._ns_link, netns=self.name)
+        if self._peers:
+            _ip('route', 'replace', str(POOL), 'via', self.gateway,
+                netns=self.name)
+
+    def join_peers(self) -> None:
+        # Forwarding is switched on for this veth's host end only: IPv4
+        # asks the interface a packet came in on, so the machine's own
+        # interfaces keep not forwarding.
+        with open('/proc/sys/net/ipv4/conf/%s/forwarding'
+                  % self._host_link, 'w') as f:
+            f.write('1\n')
+        self._peers = True
+        if not self.is_cut:
+            _ip('route', 'replace', str(POOL), 'via', self.gateway,
+                netns=self.name)
 
     def command(self, argv: Sequence[str], uid: Optional[int] = None,
                 gid: Optional[int] = None) -> List[str]:
