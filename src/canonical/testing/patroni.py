@@ -24,6 +24,7 @@ from zope.testing.cleanup import cleanUp
 
 from canonical.testing.cluster.interfaces import ClusterError
 from canonical.testing.cluster.interfaces import IPatroniCluster
+from canonical.testing.cluster.interfaces import IPatroniMember
 from canonical.testing.cluster.patroni import PatroniCluster
 from canonical.testing.failover import FailoverTestCase, rows
 from canonical.testing.writer import UnitWriter
@@ -31,7 +32,7 @@ from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import IZopelessTransactionManager
 
 __all__ = ['PatroniLayer', 'PatroniTestCase', 'FAULTS', 'inflict',
-           'FaultReport', 'summary', 'DEMOTED']
+           'FaultReport', 'summary', 'heal', 'wait_demoted', 'takes_writes']
 
 
 class FaultReport(NamedTuple):
@@ -56,20 +57,16 @@ class FaultReport(NamedTuple):
         return max(b - a for a, b in zip(times, times[1:]))
 
 
-# The roles of a leader that found itself demoted: 'demoted' while it
-# rejoins, 'replica' once it follows the new leader.
-DEMOTED = ('demoted', 'replica')
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def _wait(predicate: Callable[[], Any], timeout: float, what: str,
+          seen: Callable[[], Any] = lambda: None) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError('Patroni: no %s within %s s' % (what,
-                                                                  timeout))
+            raise AssertionError('Patroni: no %s within %s s (seen: %r)' % (
+                what, timeout, seen()))
         time.sleep(0.05)
 
 
@@ -111,13 +108,35 @@ def _hang(cluster, leader):
         # then demoted itself): resume once the successor's promotion is
         # over (its API shows the new timeline).
         _wait(lambda: new.status().get('timeline', 0) > timeline, 60,
-              'promotion finished')
+              'promotion finished', cluster.topology)
     finally:
         cluster.resume(pids)
-    # Woken, the old leader finds its key gone and demotes itself.
-    _wait(lambda: leader.status().get('role') in DEMOTED, 60,
-          'demotion of the woken leader')
+    # Woken, the old leader finds its key gone and demotes itself; how
+    # long it then takes to rejoin (a rewind, crash recovery first) is
+    # Patroni's business and the machine's load: heal() waits for it.
     return new
+
+
+def takes_writes(member: IPatroniMember) -> bool:
+    """Whether ``member``'s PostgreSQL runs as a writable primary now."""
+    try:
+        return member.psql("SELECT NOT pg_is_in_recovery() AND current_"
+                           "setting('default_transaction_read_only') = "
+                           "'off'") == 't'
+    except ClusterError:
+        return False    # not running, or not taking connections
+
+
+def wait_demoted(member: IPatroniMember, timeout: float) -> float:
+    """Wait until ``member`` neither says it leads (/primary) nor takes
+    writes; the seconds it took.  (Its REST API may not answer while
+    Patroni stops and rewinds its PostgreSQL: what counts is that no
+    client, HAProxy or the library, can write there.)"""
+    began = time.monotonic()
+    _wait(lambda: not member.is_leader() and not takes_writes(member),
+          timeout, 'demotion of %s' % member.name,
+          lambda: (member.status(), member.log_tail()))
+    return time.monotonic() - began
 
 
 def _cut(cluster, leader):
@@ -162,6 +181,34 @@ def inflict(cluster: IPatroniCluster, fault: str) -> FaultReport:
                        new.name)
 
 
+def heal(cluster: IPatroniCluster, timeout: float = 120) -> List[str]:
+    """Bring ``cluster`` back to a leader with every replica streaming,
+    as an operator would: a member that does not rejoin by itself within
+    half of ``timeout`` (a failed rewind, say) is started again if its
+    Patroni died, and otherwise made again from the leader (reinit).
+    Returns what it had to do; ClusterError when that was not enough."""
+    try:
+        cluster.wait_replicas(timeout / 2)
+        return []
+    except ClusterError:
+        pass
+    leader = cluster.wait_leader(timeout=timeout / 2)
+    topology = cluster.topology()
+    done = []
+    for member in cluster.members:
+        state = topology.get(member.name, {}).get('state')
+        if member is leader or state in ('running', 'streaming'):
+            continue
+        if not member.is_running():
+            member.start()
+            done.append('started %s again' % member.name)
+        else:
+            cluster.reinit(member)
+            done.append('reinit of %s (was %s)' % (member.name, state))
+    cluster.wait_replicas(timeout)
+    return done
+
+
 def summary(values: List[float]) -> str:
     if not values:
         return 'none'
@@ -185,6 +232,22 @@ class PatroniLayer:
         cls.cluster = None
 
     @classmethod
+    def heal(cls) -> None:
+        """The cluster as the next test expects it (see heal()); made
+        anew when it cannot be healed, so that one test's trouble does
+        not become every later test's."""
+        try:
+            done = heal(cls.cluster)
+        except (ClusterError, AssertionError) as e:
+            print('\n  Patroni cluster made anew: %s' % e, end=' ')
+            cls.cluster.destroy()
+            cls.cluster = PatroniCluster(synchronous=True).start()
+        else:
+            if done:
+                print('\n  Patroni cluster healed: %s' % '; '.join(done),
+                      end=' ')
+
+    @classmethod
     def testSetUp(cls) -> None:
         pass
 
@@ -204,7 +267,7 @@ class PatroniTestCase(FailoverTestCase):
         super().setUp()
         self.cluster = PatroniLayer.cluster
         # Runs last: the next test starts from a healthy cluster.
-        self.addCleanup(self.cluster.wait_replicas, 120)
+        self.addCleanup(PatroniLayer.heal)
 
     def install_on(self, path: str, exact: bool = True
                    ) -> IZopelessTransactionManager:

@@ -317,6 +317,18 @@ class IPatroniMember(Interface):
     netns = Attribute('Its INetworkHost (cut() it to make it vanish).')
     api = Attribute('The URL of its REST API.')
 
+    def start():
+        """Start its Patroni; wait until the REST API answers."""
+
+    def stop():
+        """Stop its Patroni (and so its PostgreSQL)."""
+
+    def is_running():
+        """True while its Patroni process runs."""
+
+    def log_tail():
+        """The end of its Patroni log (PostgreSQL's is in it too)."""
+
     def status():
         """Its REST API's /patroni answer; {} when unreachable."""
 
@@ -369,6 +381,9 @@ class IPatroniCluster(Interface):
 
     def restart(member):
         """patronictl restart of ``member``."""
+
+    def reinit(member):
+        """patronictl reinit of ``member`` (a new base backup); waits."""
 
     def hang(member):
         """SIGSTOP every process of ``member``; the pids stopped."""

@@ -151,6 +151,12 @@ class PatroniMember:
     def stop(self) -> None:
         self.daemon.stop()
 
+    def is_running(self) -> bool:
+        return self.daemon.pid is not None
+
+    def log_tail(self) -> str:
+        return self.daemon.log_tail()
+
     def status(self) -> dict:
         """Patroni's /patroni answer ({} when unreachable)."""
         return _get(self.api + '/patroni')[1]
@@ -365,6 +371,11 @@ class PatroniCluster:
 
     def restart(self, member: PatroniMember) -> None:
         self.patronictl('restart', '--force', self.scope, member.name)
+
+    def reinit(self, member: PatroniMember) -> None:
+        """patronictl reinit of ``member``: a new copy of the leader."""
+        self.patronictl('reinit', '--force', '--wait', self.scope,
+                        member.name)
 
     def hang(self, member: PatroniMember) -> List[int]:
         """SIGSTOP every process of ``member``; resume() undoes it."""
