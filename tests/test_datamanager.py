@@ -87,8 +87,15 @@ class ZopelessDataManagerTests(unittest.TestCase):
         self.assertIs(dm.txn, txn)
 
     def test_join_forgets_cached_rows(self):
-        dm = self._joined()
+        dm = self._makeOne(DummyDb())
+        dm.sqlconn.cache.caches['Person'] = object()
+        dm.join(DummyTransaction())
         self.assertEqual(dm.sqlconn.cache.cleared, 1)
+
+    def test_join_leaves_an_empty_cache_alone(self):
+        # Until a model is used there is nothing to forget.
+        dm = self._joined()
+        self.assertEqual(dm.sqlconn.cache.cleared, 0)
 
     def test_no_gid_before_the_vote(self):
         # Made only when a transaction is prepared: most never are.

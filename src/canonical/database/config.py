@@ -148,7 +148,12 @@ def _host_params(dbhost: str) -> Dict[str, str]:
 
 
 class _Setting:
-    """A behaviour setting, read as an attribute and never assigned."""
+    """A behaviour setting, read as an attribute and never assigned.
+
+    Each config also keeps its settings in its own ``__dict__``, which a
+    descriptor without ``__set__`` lets attribute reads find first: the
+    library reads some settings in every unit, and a plain attribute costs
+    no call.  DatabaseConfig.__setattr__ refuses assignments."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -157,11 +162,6 @@ class _Setting:
         if config is None:
             return self
         return config._settings[self.name]
-
-    def __set__(self, config: Any, value: Any) -> None:
-        raise AttributeError(
-            'A DatabaseConfig does not change; use replace(%s=...) to derive '
-            'another one.' % self.name)
 
 
 @implementer(IDatabaseConfig)
@@ -215,13 +215,20 @@ class DatabaseConfig:
             params[key] = str(value)
         # Let libpq validate every keyword now rather than at first use.
         _parse(psycopg2.extensions.make_dsn(**params), 'connection settings')
-        self._params = params
-        self._settings = _validated(dict(_BEHAVIOUR_DEFAULTS, **settings))
+        self._keep(params, _validated(dict(_BEHAVIOUR_DEFAULTS, **settings)))
+
+    def _keep(self, params: dict, settings: dict) -> None:
+        self.__dict__.update(settings, _params=params, _settings=settings)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            'A DatabaseConfig does not change; use replace(%s=...) to derive '
+            'another one.' % name)
 
     def replace(self, **changes: Any) -> 'DatabaseConfig':
         clone = object.__new__(DatabaseConfig)
-        clone._params = self._params
-        clone._settings = _validated(dict(self._settings, **changes))
+        clone._keep(self._params,
+                    _validated(dict(self._settings, **changes)))
         return clone
 
     @property

@@ -163,29 +163,40 @@ class ReconnectingConnection(TransactionControl):
         self.discard(reason)
         return self._connect(lost=True)
 
+    def _fit_as_is(self, raw: RawConnection) -> bool:
+        """True for the usual case, told with no round trip and no other
+        call: nothing arrived on the connection since its last answer (see
+        death_reason()), this process followed no failover since its
+        server was judged, and the server still takes writes (see
+        _unusable()).  False: look closer."""
+        if raw.closed or self._poller.poll(0) or \
+                self._servers.timeline_changes != self._timelines_seen:
+            return False
+        # Only default_transaction_read_only can change under a live
+        # session: a primary becomes a hot standby only by restarting,
+        # which ends every session (in_hot_standby is checked when a
+        # connection is made, and by _unusable()).
+        return not self._writes or self._info.parameter_status(
+            'default_transaction_read_only') != 'on'
+
     def _unusable(self, raw: RawConnection) -> Optional[str]:
         """Why a live connection must not be used for the next transaction,
         or None; judged without a round trip."""
         server = self.server
         changes = self._servers.timeline_changes
-        if server is not None and changes != self._timelines_seen:
+        if changes != self._timelines_seen:
             # This process has followed a failover since the last look.
-            if self._servers.is_stale(server):
+            if server is not None and self._servers.is_stale(server):
                 # Reached before that failover: a demoted primary,
                 # whatever it still accepts.
                 return ('the server is a demoted primary (timeline %s was '
                         'followed by a later one)' % server.timeline)
             self._timelines_seen = changes
-        if self._writes:
+        if self._writes and reported_read_only(raw):
             # Fenced or demoted since we connected: its reports say so.
             # libpq keeps the server's latest reports (they come with the
             # answers to statements): reading them is no round trip.
-            # (reported_read_only(), inline: this runs at every begin().)
-            info = self._info
-            if info.parameter_status('in_hot_standby') == 'on' or \
-                    info.parameter_status(
-                        'default_transaction_read_only') == 'on':
-                return 'the server no longer accepts writes'
+            return 'the server no longer accepts writes'
         return None
 
     def _inherited(self) -> bool:

@@ -112,7 +112,9 @@ class ZopelessDataManager:
         self._transactional = not self.db.autocommit
         self.gid = None
         self._prepared = self._prepare_uncertain = self._finishing = False
-        self.sqlconn.cache.clear()  # no stale rows from earlier transactions
+        cache = self.sqlconn.cache
+        if cache.caches:  # (none until a model is first used)
+            cache.clear()  # no stale rows from earlier transactions
         self._counted = False
         self.txn = txn
         txn.join(self)

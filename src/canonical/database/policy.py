@@ -42,10 +42,17 @@ __all__ = ['BaseDatabasePolicy', 'PrimaryDatabasePolicy',
 _local = threading.local()
 
 
+# Set once any thread first installs a policy: until then begin() need
+# not look for one (a module attribute, read without a call).
+ever_used = False
+
+
 def _stack() -> List[IDatabasePolicy]:
+    global ever_used
     stack = getattr(_local, 'stack', None)
     if stack is None:
         stack = _local.stack = []
+        ever_used = True
     return stack
 
 

@@ -92,7 +92,8 @@ class TransactionControl:
     declared by IDatabaseConnection.
 
     It expects of the class it is mixed into: ``_raw`` (the psycopg2
-    connection or None), ``prepared``, ``death_reason()``, ``_unusable(raw)``,
+    connection or None), ``prepared``, ``death_reason()``, ``_fit_as_is(raw)``,
+    ``_unusable(raw)``,
     ``ensure_connected()``, ``discard(reason)``,
     and ``_inherited()`` / ``_forget_if_inherited()`` for a connection
     opened before fork() (see forksafety); for resolve_commit_outcome,
@@ -129,8 +130,7 @@ class TransactionControl:
         self._begin = None
         self.unit_failure = None
         raw = self._raw
-        if raw is None or self.death_reason() is not None or \
-                self._unusable(raw) is not None:
+        if raw is None or not self._fit_as_is(raw):
             # Not the healthy connection it usually is: look closer.
             raw = self._usable_connection()
         if raw.get_transaction_status() != _IDLE or self.prepared.pending():
@@ -380,14 +380,17 @@ class TransactionControl:
         if self._begin is not None:
             self._begin = None
             return False
-        reason = self.death_reason()
+        raw = self._raw
+        # death_reason()'s healthy case, inline: this runs at every commit.
+        reason = self.death_reason() if raw is None or raw.closed or \
+            self._poller.poll(0) else None
         if reason is not None:
             self.discard(reason)
             raise self.note_failure(DisconnectionError(
                 'The connection to %s was lost before %s (%s); nothing was '
                 'committed.  Abort, then begin() and run the transaction '
                 'again.' % (self.config.describe(), verb, reason)))
-        status = self._raw.get_transaction_status()
+        status = raw.get_transaction_status()
         if status == _FAILED:
             # PostgreSQL would answer COMMIT (or PREPARE) with a rollback
             # and no error: a commit() that returned would be a lie.

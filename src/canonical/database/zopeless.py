@@ -39,6 +39,7 @@ from canonical.database.interfaces import NotInstalledError
 from canonical.database.interfaces import TransactionInProgressError
 from canonical.database.sqlbase import ZopelessSQLObjectConnection
 from canonical.database.sqlbase import set_connection_source
+from canonical.database import policy as policies
 from canonical.database.policy import current_policy
 from canonical.database.routing import route
 from canonical.database.standbys import stop_all as stop_standby_monitors
@@ -114,6 +115,10 @@ class ZopelessTransactionManager:
 
     # -- per-thread set-up -------------------------------------------------
 
+    # begin(), commit() and connection() read self._local.state first and
+    # call _state() only when the thread has none: the usual case costs no
+    # call, and these run in every unit.
+
     def _state(self) -> _ThreadState:
         state = getattr(self._local, 'state', None)
         if state is None:
@@ -156,7 +161,10 @@ class ZopelessTransactionManager:
         return state.sqlconn
 
     def _on_new_transaction(self, txn: ITransaction) -> None:
-        state = self._state()
+        try:
+            state = self._local.state
+        except AttributeError:
+            state = self._state()
         if state.begun:
             state.begun = False
             state.dm.join(txn)
@@ -174,7 +182,7 @@ class ZopelessTransactionManager:
     @staticmethod
     def _route(state: _ThreadState) -> None:
         # The thread's database policy picks the connection of a unit about
-        # to begin; without a policy ever used, one thread-local lookup.
+        # to begin.
         policy = current_policy()
         if policy is not None or state.reader is not None:
             route(state, state.writer[0].config, policy)
@@ -182,7 +190,10 @@ class ZopelessTransactionManager:
     # -- IZopelessTransactionManager ----------------------------------------
 
     def begin(self) -> None:
-        state = self._state()
+        try:
+            state = self._local.state
+        except AttributeError:
+            state = self._state()
         # Every transaction of the thread reaches the synchronizer (one in
         # progress when it was registered was joined then), so dm.txn tells
         # whether one is open: no need to ask `transaction`.
@@ -190,7 +201,10 @@ class ZopelessTransactionManager:
             raise TransactionInProgressError(
                 'A transaction is already in progress in this thread; '
                 'commit() or abort() it before calling begin() again.')
-        self._route(state)
+        if policies.ever_used or state.reader is not None:
+            # (Until a policy is first used in the process, no unit can
+            # be routed anywhere but the writer.)
+            self._route(state)
         # Connect (or reconnect, waiting through an outage) before the
         # transaction exists, so a failure leaves nothing half begun; the
         # synchronizer then only joins.  BEGIN goes with the first statement.
@@ -213,7 +227,10 @@ class ZopelessTransactionManager:
             pass
 
     def commit(self) -> None:
-        state = self._state()
+        try:
+            state = self._local.state
+        except AttributeError:
+            state = self._state()
         txn = state.dm.txn
         if txn is not None:
             # The thread's current transaction, joined by the synchronizer:
@@ -246,7 +263,10 @@ class ZopelessTransactionManager:
                 db.set_config(self.config)
 
     def connection(self) -> IDatabaseConnection:
-        state = self._state()
+        try:
+            state = self._local.state
+        except AttributeError:
+            state = self._state()
         if state.dm.txn is None:
             if self._current_sqlconn() is None:
                 raise NoTransactionError(
