@@ -50,6 +50,12 @@ class IDatabaseDirective(Interface):
     resolveCommitOutcome = Bool(
         title='Resolve commits cut off by a disconnection', required=False,
         default=False)
+    maxUsableLag = Float(
+        title='Seconds a standby may lag and still run read units',
+        required=False)
+    standbyCatchUpTimeout = Float(
+        title="Seconds a read unit waits for a standby to replay this "
+              "process's last commit", required=False)
 
 
 def register_database(settings: dict) -> None:
@@ -62,10 +68,17 @@ def database(_context: Any, dsn: Optional[str] = None,
              dbuser: Optional[str] = None,
              isolation: str = 'read_committed', implicitBegin: bool = True,
              reconnectTimeout: Optional[float] = None,
-             resolveCommitOutcome: bool = False) -> None:
+             resolveCommitOutcome: bool = False,
+             maxUsableLag: Optional[float] = None,
+             standbyCatchUpTimeout: Optional[float] = None) -> None:
     settings = dict(dsn=dsn, dbname=dbname, dbhost=dbhost, dbuser=dbuser,
                     isolation=isolation, implicitBegin=implicitBegin,
                     reconnect_timeout=reconnectTimeout,
                     resolve_commit_outcome=resolveCommitOutcome)
+    # Unset, they keep DatabaseConfig's defaults.
+    for name, value in (('max_usable_lag', maxUsableLag),
+                        ('standby_catch_up_timeout', standbyCatchUpTimeout)):
+        if value is not None:
+            settings[name] = value
     _context.action(discriminator=('zopeless:database',),
                     callable=register_database, args=(settings,))
