@@ -21,6 +21,7 @@ from typing import Optional
 import transaction
 from transaction.interfaces import ISynchronizer
 from transaction.interfaces import ITransaction
+from transaction.interfaces import ITransactionManager
 from transaction.interfaces import NoTransaction
 from zope.component import getGlobalSiteManager
 from zope.interface import implementer
@@ -288,6 +289,10 @@ class ZopelessTransactionManager:
             self._states.clear()
         left: dict = {}
         for state in states:
+            # Every thread's own manager is left as it was before the
+            # library: a worker thread that outlives the manager (a pool's)
+            # must not stay in explicit mode, nor call our synchronizer.
+            self._leave(state.tm)
             state.dm.txn = None
             if state.reader is not None:
                 state.reader[0].close()
@@ -303,11 +308,18 @@ class ZopelessTransactionManager:
         stop_standby_monitors()
         servers_for(self.config).stop_probing()
         self._local = threading.local()
-        manager = transaction.manager
-        manager.unregisterSynch(self._synch)
-        manager.explicit = False
+        self._leave(transaction.manager.manager)
         getGlobalSiteManager().unregisterUtility(
             self, IZopelessTransactionManager)
+
+    def _leave(self, manager: ITransactionManager) -> None:
+        """Leave a thread's ``transaction`` manager as it was before the
+        library set it up (see _state())."""
+        manager.explicit = False
+        try:
+            manager.unregisterSynch(self._synch)
+        except KeyError:
+            pass  # that thread's was already left, or never set up
 
     def __repr__(self) -> str:
         return '<ZopelessTransactionManager %s implicitBegin=%s%s>' % (
