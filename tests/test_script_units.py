@@ -2,6 +2,7 @@
 options and logging, the lock, the cron switch, exit statuses and dry
 runs.  Signals are in test_script_signals.py."""
 
+import concurrent.futures
 import io
 import logging
 import os
@@ -297,6 +298,29 @@ class TestEndings(TempDirMixin, unittest.TestCase):
 class TestDryRun(TempDirMixin, unittest.TestCase):
 
     layer = LaunchpadLayer
+
+    def test_worker_threads_commits_are_rolled_back(self):
+        # A script's workers commit in threads of their own: one that used
+        # the database before the guard, and one that first does after.
+        ztm = initZopeless(implicitBegin=False)
+        guard = DryRunGuard(logging.getLogger('dryrun-test'), ztm)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        self.addCleanup(pool.shutdown)
+
+        def give(karma):
+            for attempt in transaction.manager.attempts(2):
+                with attempt:
+                    Person.get(1).karma = karma
+        pool.submit(self.karma, ztm).result()
+        guard.install()
+        pool.submit(give, 5).result()
+        with concurrent.futures.ThreadPoolExecutor(1) as fresh:
+            fresh.submit(give, 6).result()
+        self.assertEqual(guard.rolled_back, 2)
+        self.assertEqual(self.karma(ztm), 130)
+        guard.uninstall()
+        pool.submit(give, 7).result()
+        self.assertEqual(self.karma(ztm), 7)
 
     def karma(self, ztm):
         ztm.begin()

@@ -212,6 +212,15 @@ class IZopelessTransactionManager(Interface):
         """This thread's IDatabaseConnection, for raw SQL in the current
         transaction.  Work done there commits like ORM work."""
 
+    def registerSynch(synch):
+        """Register the ISynchronizer ``synch`` with the ``transaction``
+        manager of every thread this manager serves: the threads that used
+        it already, and each other thread at its first use.  (For what
+        must see every unit of the process, such as --dry-run's guard.)"""
+
+    def unregisterSynch(synch):
+        """Undo registerSynch() in every thread."""
+
     def uninstall():
         """Roll back and close every thread's connection, unregister the
         utility and let initZopeless() be called again."""

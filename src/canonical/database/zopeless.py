@@ -96,6 +96,13 @@ class _Synchronizer:
         pass
 
 
+def _unregister(manager: ITransactionManager, synch: ISynchronizer) -> None:
+    try:
+        manager.unregisterSynch(synch)
+    except KeyError:
+        pass  # not registered there (that thread's was already left)
+
+
 @implementer(IZopelessTransactionManager, IDatabaseStatsProvider)
 class ZopelessTransactionManager:
     """See IZopelessTransactionManager."""
@@ -109,6 +116,8 @@ class ZopelessTransactionManager:
         self._lock = threading.Lock()
         renew_after_fork(self, '_lock', threading.Lock)
         self._synch = _Synchronizer(self)
+        # Registered in every thread served (registerSynch()).
+        self._synchs: 'weakref.WeakSet[ISynchronizer]' = weakref.WeakSet()
         set_connection_source(self._current_sqlconn)
         # The installing thread is ready at once: transaction.begin() and
         # transaction.manager.attempts() join the database from the start.
@@ -141,6 +150,10 @@ class ZopelessTransactionManager:
             # Joins that transaction, if any, with explicit begin: the
             # thread's first use of the library may come inside it.
             manager.registerSynch(self._synch)
+            with self._lock:
+                others = list(self._synchs)
+            for synch in others:
+                manager.registerSynch(synch)
         return state
 
     def _current_sqlconn(self) -> Optional[ZopelessSQLObjectConnection]:
@@ -275,6 +288,20 @@ class ZopelessTransactionManager:
                     'begin() first.')
         return state.db
 
+    def registerSynch(self, synch: ISynchronizer) -> None:
+        with self._lock:
+            self._synchs.add(synch)
+            states = list(self._states)
+        for state in states:
+            state.tm.registerSynch(synch)
+
+    def unregisterSynch(self, synch: ISynchronizer) -> None:
+        with self._lock:
+            self._synchs.discard(synch)
+            states = list(self._states)
+        for state in states:
+            _unregister(state.tm, synch)
+
     def stats(self) -> IDatabaseStats:
         return stats_for(self.config)
 
@@ -316,10 +343,8 @@ class ZopelessTransactionManager:
         """Leave a thread's ``transaction`` manager as it was before the
         library set it up (see _state())."""
         manager.explicit = False
-        try:
-            manager.unregisterSynch(self._synch)
-        except KeyError:
-            pass  # that thread's was already left, or never set up
+        for synch in [self._synch] + list(self._synchs):
+            _unregister(manager, synch)
 
     def __repr__(self) -> str:
         return '<ZopelessTransactionManager %s implicitBegin=%s%s>' % (

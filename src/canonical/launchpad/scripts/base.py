@@ -244,7 +244,7 @@ class LaunchpadScript:
                 implicitBegin=implicitBegin, **self.database_settings)
             self._installed_txn = installed is None
         if self.is_dry_run:
-            self._dry_run = DryRunGuard(self.logger)
+            self._dry_run = DryRunGuard(self.logger, self.txn)
             self._dry_run.install()
 
     def _release_everything(self) -> None:

@@ -238,14 +238,17 @@ class IInterruptHandler(Interface):
 
 
 class IDryRunGuard(Interface):
-    """--dry-run: every commit of the main thread's transactions becomes an
-    abort, whether it goes through the transaction manager,
-    ``transaction.commit()`` or ``transaction.manager.attempts()``."""
+    """--dry-run: every commit becomes an abort, whether it goes through
+    the transaction manager, ``transaction.commit()`` or
+    ``transaction.manager.attempts()``: in the installing thread, and, when
+    the guard was given the script's IZopelessTransactionManager, in
+    every thread that manager serves."""
 
     rolled_back = Attribute("How many commits were rolled back instead.")
 
     def install():
-        """Start guarding the transactions of the calling thread."""
+        """Start guarding the transactions of the calling thread, and of
+        the transaction manager's threads (see registerSynch())."""
 
     def uninstall():
         """Stop guarding."""
