@@ -74,12 +74,22 @@ def _label(member) -> str:
     return '%s:%s' % (member.host, member.port)
 
 
-def _started_at(member) -> float:
+def _started_at(member, timeout: float = 60.0) -> float:
     """When ``member``'s running postmaster started, on the monotonic
-    clock (PostgreSQL says it in wall-clock time)."""
-    wall = float(member.psql(
-        'SELECT extract(epoch FROM pg_postmaster_start_time())'))
-    return wall - (time.time() - time.monotonic())
+    clock (PostgreSQL says it in wall-clock time).  Patroni's API may
+    show a leader whose PostgreSQL is still in crash recovery: asked
+    again until it answers."""
+    from canonical.testing.cluster.interfaces import ClusterError
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            wall = float(member.psql(
+                'SELECT extract(epoch FROM pg_postmaster_start_time())'))
+            return wall - (time.time() - time.monotonic())
+        except ClusterError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _addresses(cluster, path: str) -> List[Tuple[str, int]]:
