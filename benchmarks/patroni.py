@@ -205,7 +205,7 @@ def _round(cluster, fault: str, writers: Sequence[Writer],
     return found, report.patroni_seconds
 
 
-# -- results -------------------------------------------------------------------
+# -- results ------------------------------------------------------------------
 
 def _median(samples: Sequence[Optional[float]]) -> Optional[float]:
     # A timed-out round counts as longer than any other.

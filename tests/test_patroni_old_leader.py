@@ -24,7 +24,6 @@ on the new leader once HAProxy stops sending it to the old server.
 import time
 
 from canonical.database.hosts import servers_for
-from canonical.testing.cluster.interfaces import ClusterError
 from canonical.testing.failover import rows
 from canonical.testing.patroni import PatroniTestCase, takes_writes
 
