@@ -21,7 +21,7 @@ class TestSectionRegistry(unittest.TestCase):
         names = [s.name for s in registry.sections()]
         self.assertEqual(names, ['throughput', 'lan', 'roundtrips',
                                  'recovery', 'herd', 'memory', 'failover',
-                                 'replicas'])
+                                 'patroni', 'replicas'])
         for section in registry.sections():
             verifyObject(IBenchSection, section)
 
@@ -56,7 +56,8 @@ class TestSectionRegistry(unittest.TestCase):
             'read-sql, read-orm, write-sql, write-orm, lan (the four '
             'through a proxy adding 0.25 ms each way), roundtrips, '
             'recovery, herd, memory, failover (on a primary and a standby '
-            'of its own), replicas (read units on 0, 1, 2 standbys of its '
+            'of its own), patroni (on a Patroni cluster of its own; only '
+            'when named), replicas (read units on 0, 1, 2 standbys of its '
             'own)')
         self.assertEqual(parse_args(['--only', 'herd']).only, 'herd')
 
@@ -68,3 +69,20 @@ class TestSectionRegistry(unittest.TestCase):
         wanted = [s.name for s in run.sections if s.is_wanted(run)]
         self.assertEqual(wanted, ['failover'])
         self.assertEqual(sum(s.steps(run) for s in run.sections), 1)
+
+    def test_the_patroni_section_runs_only_when_named(self):
+        # It needs root, Patroni, etcd and HAProxy, and minutes.
+        def wanted(argv):
+            args = parse_args(argv)
+            only = set(filter(None, args.only.split(',')))
+            run = Run(args, {'rounds': 1},
+                      lambda key: not only or key in only, ['zopeless'],
+                      {}, None, print)
+            return [s.name for s in run.sections if s.is_wanted(run)]
+        self.assertNotIn('patroni', wanted([]))
+        self.assertIn('failover', wanted([]))
+        self.assertEqual(wanted(['--only', 'patroni']), ['patroni'])
+        self.assertEqual(wanted(['--only', 'failover,patroni']),
+                         ['failover', 'patroni'])
+        self.assertTrue(registry.without_cluster(
+            lambda key: key == 'patroni'))

@@ -297,6 +297,9 @@ class IHAProxy(Interface):
 
     host = Attribute('The address it listens on (127.0.0.1).')
     port = Attribute('The port it listens on.')
+    check = Attribute("How it checks a member: 'patroni' (the REST API's "
+                      "/primary, as Patroni's example) or 'tcp' (a plain "
+                      "TCP connect, which any running PostgreSQL passes).")
 
     def start():
         """Start it and wait until it listens."""
@@ -338,6 +341,16 @@ class IPatroniMember(Interface):
     def postmaster_pid():
         """The pid of its running postmaster, or None."""
 
+    def kill_patroni():
+        """SIGKILL its Patroni only, leaving its PostgreSQL running as it
+        was (a leader's stays a writable primary: nobody demotes it); the
+        postmaster's pid, or None.  start() runs Patroni again."""
+
+    def kill_postgres(timeout=30):
+        """SIGKILL the PostgreSQL a killed Patroni left running; wait
+        until none of its processes remain.  ClusterError if its Patroni
+        runs."""
+
     def pids():
         """Every process of the member: Patroni and its PostgreSQL."""
 
@@ -351,6 +364,7 @@ class IPatroniCluster(Interface):
     members = Attribute('The IPatroniMember list.')
     etcd = Attribute('The IEtcd.')
     haproxy = Attribute('The IHAProxy.')
+    proxies = Attribute('The IHAProxy list add_haproxy() started.')
     timings = Attribute('ttl, loop_wait, retry_timeout in seconds.')
     synchronous = Attribute('Whether synchronous_mode is on.')
     started_in = Attribute('Seconds start() took.')
@@ -375,6 +389,13 @@ class IPatroniCluster(Interface):
 
     def patronictl(*args):
         """Run patronictl on this cluster; its output."""
+
+    def add_haproxy(members, check='tcp', balance='first',
+                    checks='inter 1s fall 2 rise 1 on-marked-down '
+                    'shutdown-sessions'):
+        """Start another IHAProxy in front of ``members`` in that order,
+        as some users configure one (a plain TCP check, ``balance
+        first``); destroy() stops it if nothing did before."""
 
     def switchover(candidate=None):
         """patronictl switchover from the leader (to ``candidate``)."""

@@ -164,6 +164,32 @@ class PatroniMember:
     def is_leader(self) -> bool:
         return _get(self.api + '/primary')[0] == 200
 
+    def kill_patroni(self) -> Optional[int]:
+        """SIGKILL its Patroni only: its PostgreSQL keeps running as it
+        was (a leader's as a writable primary, with nobody to demote it).
+        Returns the postmaster's pid, if one runs."""
+        self.daemon.send(signal.SIGKILL)
+        self.daemon.stop()      # reaps it
+        return self.postmaster_pid()
+
+    def kill_postgres(self, timeout: float = 30) -> None:
+        """SIGKILL the postmaster its killed Patroni left running; wait
+        until none of its processes remain."""
+        if self.is_running():
+            raise ClusterError('%s: Patroni runs, it manages PostgreSQL'
+                               % self.name)
+        pid = self.postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # Its backends leave when they notice the postmaster's death.
+        deadline = time.monotonic() + timeout
+        while self.pids():
+            if time.monotonic() > deadline:
+                raise ClusterError('%s: PostgreSQL still runs: %r' % (
+                    self.name, self.pids()))
+            time.sleep(_POLL)
+
     def postmaster_pid(self) -> Optional[int]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             with open(os.path.join(self.datadir, 'postmaster.pid')) as f:
@@ -208,6 +234,7 @@ class PatroniCluster:
         self.members: List[PatroniMember] = []
         self.etcd: Optional[Etcd] = None
         self.haproxy: Optional[HAProxy] = None
+        self.proxies: List[HAProxy] = []   # add_haproxy()'s
         self.started_in: Optional[float] = None
 
     @staticmethod
@@ -274,8 +301,25 @@ class PatroniCluster:
                     'integer NOT NULL); ALTER TABLE ha_unit OWNER TO '
                     'launchpad', dbname=DBNAME)
 
+    def add_haproxy(self, members: List[PatroniMember], check: str = 'tcp',
+                    balance: Optional[str] = 'first',
+                    checks: str = 'inter 1s fall 2 rise 1 on-marked-down '
+                    'shutdown-sessions') -> HAProxy:
+        """Start another HAProxy in front of ``members``, in that order,
+        configured as some users do (by default a plain TCP check and
+        ``balance first``); stopped by destroy() if not before."""
+        proxy = HAProxy(self.directory, [
+            (m.name, m.host, PG_PORT, API_PORT) for m in members],
+            self.user, checks=checks, check=check, balance=balance,
+            name='haproxy-%d' % (len(self.proxies) + 1))
+        self.proxies.append(proxy)
+        return proxy.start()
+
     def destroy(self) -> None:
         """Stop everything started and remove every file."""
+        for proxy in self.proxies:
+            proxy.stop()
+        self.proxies = []
         if self.haproxy is not None:
             self.haproxy.stop()
         for member in self.members:
@@ -422,7 +466,9 @@ def remove_leftovers() -> List[str]:
         found = re.match(r'(\d+)-\d+$', directory.rsplit(PREFIX, 1)[1])
         if not found or pid_alive(int(found.group(1))):
             continue
-        kill_recorded(directory, ['etcd', 'haproxy'])
+        kill_recorded(directory, ['etcd'] + [
+            os.path.basename(p)[:-len('.pid')] for p in
+            glob.glob(os.path.join(directory, 'haproxy*.pid'))])
         for pidfile in glob.glob(os.path.join(directory, '*',
                                               'patroni.pid')):
             kill_recorded(os.path.dirname(pidfile), ['patroni'])
