@@ -131,16 +131,18 @@ class PatroniFaultInjector(Injector):
         raise AttributeError(name)
 
     def _inflict(self, kind: str) -> dict:
-        from canonical.testing.patroni import inflict
+        from canonical.testing.patroni import heal, inflict
         cluster = self.topology.cluster
         report = inflict(cluster, kind)
-        # The next fault meets a cluster with a synchronous standby again.
-        cluster.wait_replicas(120)
+        # The next fault meets a cluster with a synchronous standby again
+        # (a member that does not rejoin by itself is made again).
+        healed = heal(cluster)
         new = cluster.member(report.new)
         return {'gone_at': report.began, 'old': report.old,
                 'new': report.new,
                 'new_primary': '%s:%s' % (new.host, new.port),
-                'patroni_after': round(report.patroni_seconds, 3)}
+                'patroni_after': round(report.patroni_seconds, 3),
+                'healed': healed}
 
     def _restore(self) -> None:
         cluster = self.topology.cluster
