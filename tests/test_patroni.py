@@ -65,6 +65,26 @@ class TestFaultsUnderPatroni(PatroniTestCase):
     def test_etcd_stopped_through_the_host_list(self):
         self.run_fault('etcd_stopped', 'hosts', exact=True)
 
+    # The same faults through the other path (and the other setting of
+    # resolve_commit_outcome where the first test had exact outcomes).
+
+    def test_postmaster_killed_through_the_host_list(self):
+        self.run_fault('postmaster_kill', 'hosts', exact=False)
+
+    def test_restart_through_haproxy(self):
+        self.run_fault('restart', 'haproxy', exact=True)
+
+    def test_hung_leader_through_haproxy(self):
+        report = self.run_fault('hung_leader', 'haproxy', exact=False)
+        self.assertNotEqual(report.old, report.new)
+
+    def test_silent_cut_through_the_host_list(self):
+        report = self.run_fault('silent_cut', 'hosts', exact=False)
+        self.assertNotEqual(report.old, report.new)
+
+    def test_etcd_stopped_through_haproxy(self):
+        self.run_fault('etcd_stopped', 'haproxy', exact=False)
+
 
 class TestPatroniKit(PatroniTestCase):
 
