@@ -35,6 +35,9 @@ TEST_KIT = ('canonical.testing.cluster', 'canonical.database.ftests',
             'canonical.database.cluster', 'canonical.launchpad.ftests',
             'canonical.testing')
 TEST_EXTRA = ('zope.testrunner', 'zope.testing', 'hypothesis', 'twisted')
+# Modules of an optional extra (setup.py's extras_require), by extra:
+# without it they must say what to install.
+EXTRA_MODULES = {'canonical.database.prometheus': 'prometheus'}
 
 
 class SmokeItem(SQLBase):
@@ -112,9 +115,20 @@ def check_runtime_dependencies():
         canonical.__path__, 'canonical.')
         if not info.name.startswith(TEST_KIT)]
     for name in names:
-        importlib.import_module(name)
+        if name not in EXTRA_MODULES:
+            importlib.import_module(name)
     check(len(names) > 20, 'the %d modules of the library import with the '
           'runtime dependencies alone' % len(names))
+    for name, extra in sorted(EXTRA_MODULES.items()):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            said = str(e)
+        else:
+            said = ''
+        check("zopeless[%s]" % extra in said,
+              '%s, without its extra, says to install zopeless[%s]'
+              % (name, extra))
 
 
 def run():

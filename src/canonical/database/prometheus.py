@@ -21,9 +21,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import REGISTRY
+try:
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import REGISTRY
+except ImportError as e:  # an extra of its own: say which
+    raise ImportError(
+        'canonical.database.prometheus needs prometheus_client, which the '
+        'library does not install by itself: pip install '
+        "'zopeless[prometheus]'.") from e
 from canonical.database.stats import all_stats
 
 __all__ = ['DatabaseStatsCollector', 'register', 'METRICS']
