@@ -37,6 +37,7 @@ from benchmarks.failover_systems import make_failover_system
 from benchmarks.interfaces import IFailoverSystem, IServerPair
 
 __all__ = ['FULL', 'QUICK', 'run_failover', 'run_section', 'add_results',
+           'median_or_none', 'in_ms',
            'summary', 'HERD_SYSTEMS', 'METRICS']
 
 FULL = dict(async_rounds=7, sync_rounds=4, silent_rounds=4, herd_rounds=3,
@@ -269,14 +270,14 @@ def _herd_event(pair: IServerPair, system: IFailoverSystem,
 
 # -- results -------------------------------------------------------------------
 
-def _median(samples: Sequence[Optional[float]]) -> Optional[float]:
+def median_or_none(samples: Sequence[Optional[float]]) -> Optional[float]:
     # A timed-out sample counts as longer than any other.
     value = statistics.median([float('inf') if s is None else s
                                for s in samples])
     return None if value == float('inf') else value
 
 
-def _ms(value: Optional[float]) -> Optional[float]:
+def in_ms(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value * 1000, 1)
 
 
@@ -292,11 +293,11 @@ def add_results(results, figures: dict, settings: dict) -> None:
             done = [s for s in samples if s is not None]
             results.add(
                 name, 'failover', METRICS[scenario],
-                _ms(_median(samples)), 'ms', floor='zopeless',
-                min=_ms(min(done)) if done else None,
-                max=_ms(max(samples)) if len(done) == len(samples) else None,
+                in_ms(median_or_none(samples)), 'ms', floor='zopeless',
+                min=in_ms(min(done)) if done else None,
+                max=in_ms(max(samples)) if len(done) == len(samples) else None,
                 rounds=len(samples), timed_out=len(samples) - len(done),
-                cap_s=cap, samples_ms=[_ms(s) for s in samples],
+                cap_s=cap, samples_ms=[in_ms(s) for s in samples],
                 failed_attempts=sum(
                     figures['failed_attempts'][scenario][name].values()),
                 failed_attempt_kinds=figures['failed_attempts'][scenario][
@@ -308,10 +309,10 @@ def add_results(results, figures: dict, settings: dict) -> None:
         attempts = [r['library_attempts'] for r in rounds]
         results.add(
             name, 'failover', 'herd-promote-to-all-committed',
-            _ms(_median(done)), 'ms', floor='zopeless',
+            in_ms(median_or_none(done)), 'ms', floor='zopeless',
             threads=rounds[0]['threads'], rounds=len(rounds),
-            samples_ms=[_ms(d) for d in done],
-            median_thread_ms=[_ms(r['median_done']) for r in rounds],
+            samples_ms=[in_ms(d) for d in done],
+            median_thread_ms=[in_ms(r['median_done']) for r in rounds],
             timed_out=sum(r['timed_out'] for r in rounds),
             fatal=([r['fatal'] for r in rounds if r['fatal']] or [None])[0])
         results.add(
@@ -377,6 +378,6 @@ def run_section(results, quick: bool, names: Sequence[str], counter=None,
                 silent_possible=figures['silent_possible'],
                 # ReplicationNode.promote(): pg_ctl promote -w and the
                 # kit's checks; writers commit before it returns.
-                promote_call_ms=[_ms(p) for p in
+                promote_call_ms=[in_ms(p) for p in
                                  figures['promote_seconds']],
                 recipes=figures['recipes'])

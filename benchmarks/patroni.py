@@ -43,6 +43,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from benchmarks.failover import in_ms, median_or_none
 from benchmarks.failover_kit import Writer
 from benchmarks.failover_systems import DEFAULTS_SUFFIX
 from benchmarks.failover_systems import make_failover_system
@@ -207,17 +208,6 @@ def _round(cluster, fault: str, writers: Sequence[Writer],
 
 # -- results ------------------------------------------------------------------
 
-def _median(samples: Sequence[Optional[float]]) -> Optional[float]:
-    # A timed-out round counts as longer than any other.
-    value = statistics.median([float('inf') if s is None else s
-                               for s in samples])
-    return None if value == float('inf') else value
-
-
-def _ms(value: Optional[float]) -> Optional[float]:
-    return None if value is None else round(value * 1000, 1)
-
-
 def add_results(results, figures: dict, settings: dict) -> None:
     """The figures as results.json entries (workload "patroni", times in
     ms, ratios to the library), Patroni's own time beside each."""
@@ -228,15 +218,15 @@ def add_results(results, figures: dict, settings: dict) -> None:
             done = [s for s in samples if s is not None]
             fatal = figures['fatal'].get('%s via %s' % (name, path))
             results.add(
-                name, WORKLOAD, key, _ms(_median(samples)), 'ms',
+                name, WORKLOAD, key, in_ms(median_or_none(samples)), 'ms',
                 floor='zopeless',
-                min=_ms(min(done)) if done else None,
-                max=_ms(max(samples)) if len(done) == len(samples) else None,
+                min=in_ms(min(done)) if done else None,
+                max=in_ms(max(samples)) if len(done) == len(samples) else None,
                 rounds=len(samples), timed_out=len(samples) - len(done),
-                cap_s=settings['cap'], samples_ms=[_ms(s) for s in samples],
-                patroni_median_ms=_ms(statistics.median(patroni)),
-                patroni_max_ms=_ms(max(patroni)),
-                patroni_samples_ms=[_ms(p) for p in patroni],
+                cap_s=settings['cap'], samples_ms=[in_ms(s) for s in samples],
+                patroni_median_ms=in_ms(statistics.median(patroni)),
+                patroni_max_ms=in_ms(max(patroni)),
+                patroni_samples_ms=[in_ms(p) for p in patroni],
                 failed_attempts=sum(
                     figures['failed_attempts'][key][name].values()),
                 failed_attempt_kinds=figures['failed_attempts'][key][name],
@@ -291,5 +281,5 @@ def run_section(results, quick: bool, names: Sequence[str],
                 loadavg_after=os.getloadavg(), seconds=figures['seconds'],
                 cluster_started_in=figures['started_in'],
                 healing=figures['healing'], recipes=figures['recipes'],
-                patroni_ms={k: [_ms(p) for p in v]
+                patroni_ms={k: [in_ms(p) for p in v]
                             for k, v in figures['patroni'].items()})
