@@ -18,7 +18,7 @@ import os
 import signal
 import statistics
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from zope.testing.cleanup import cleanUp
 
@@ -32,7 +32,7 @@ from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import IZopelessTransactionManager
 
 __all__ = ['PatroniLayer', 'PatroniTestCase', 'FAULTS', 'inflict',
-           'FaultReport', 'summary', 'heal', 'wait_demoted', 'takes_writes']
+           'FaultReport', 'summary', 'heal', 'wait_one_writer', 'takes_writes']
 
 
 class FaultReport(NamedTuple):
@@ -127,16 +127,24 @@ def takes_writes(member: IPatroniMember) -> bool:
         return False    # not running, or not taking connections
 
 
-def wait_demoted(member: IPatroniMember, timeout: float) -> float:
-    """Wait until ``member`` neither says it leads (/primary) nor takes
-    writes; the seconds it took.  (Its REST API may not answer while
-    Patroni stops and rewinds its PostgreSQL: what counts is that no
-    client, HAProxy or the library, can write there.)"""
+def wait_one_writer(cluster: IPatroniCluster, timeout: float
+                    ) -> Tuple[IPatroniMember, float]:
+    """Wait until exactly one member takes writes and it is Patroni's
+    leader (/primary): no split brain.  Returns it and the seconds it
+    took.  (A hung leader, woken, usually demotes itself; Patroni 3.0.2
+    was also seen to give it the leader key back, its successor then
+    demoting itself: either way one writer.  Its REST API may not answer
+    while Patroni stops and rewinds its PostgreSQL: what counts is that no
+    client, HAProxy or the library, can write to a second server.)"""
     began = time.monotonic()
-    _wait(lambda: not member.is_leader() and not takes_writes(member),
-          timeout, 'demotion of %s' % member.name,
-          lambda: (member.status(), member.log_tail()))
-    return time.monotonic() - began
+
+    def one_writer():
+        writers = [m for m in cluster.members if takes_writes(m)]
+        return writers[0] if len(writers) == 1 and \
+            writers[0].is_leader() else None
+    writer = _wait(one_writer, timeout, 'single writable leader',
+                   cluster.topology)
+    return writer, time.monotonic() - began
 
 
 def _cut(cluster, leader):
