@@ -229,7 +229,9 @@ class StormClient(RetryingClient):
 
 def make_system(name, host, port, dbname, user):
     from benchmarks import systems
+    from benchmarks.floor import FLOOR_SYSTEM, TransactionFloorSystem
     classes = {
+        FLOOR_SYSTEM: TransactionFloorSystem,
         'raw-psycopg2': systems.RawSystem,
         'sqlobject-plain': systems.SQLObjectSystem,
         'zopeless': systems.ZopelessSystem,

@@ -25,14 +25,15 @@ RETRY_SLEEP = 0.05   # the anchors' retry sleep: the library's delay cap
 SEED_SLEEP = 1.0     # the 2005 code's fixed sleep
 
 ALL = ('raw-psycopg2', 'sqlobject-plain', 'zopeless', 'seed-2005',
-       'zope.sqlalchemy', 'storm')
+       'zope.sqlalchemy', 'storm', 'psycopg2+transaction')
 # Counted for round trips only: the library committing in two phases.
 RESOLVED = 'zopeless-resolved'
 WORKLOAD_SYSTEMS = {
+    # psycopg2+transaction: the target's ceiling, not an anchor (floor.py).
     'read-sql': ('raw-psycopg2', 'zopeless', 'seed-2005', 'zope.sqlalchemy',
-                 'storm'),
+                 'storm', 'psycopg2+transaction'),
     'write-sql': ('raw-psycopg2', 'zopeless', 'seed-2005', 'zope.sqlalchemy',
-                  'storm'),
+                  'storm', 'psycopg2+transaction'),
     'read-orm': ('sqlobject-plain', 'zopeless', 'seed-2005',
                  'zope.sqlalchemy', 'storm'),
     'write-orm': ('sqlobject-plain', 'zopeless', 'seed-2005',

@@ -7,6 +7,7 @@ figures printed are the time from the fault to the first commit and to
 Patroni's API showing a leader.
 """
 
+import time
 import unittest
 
 from zope.interface.verify import verifyObject
@@ -14,6 +15,7 @@ from zope.interface.verify import verifyObject
 from canonical.testing.cluster.interfaces import IEtcd, IHAProxy
 from canonical.testing.cluster.interfaces import IPatroniCluster
 from canonical.testing.cluster.interfaces import IPatroniMember
+from canonical.testing.cluster.interfaces import SyncStandbyMissing
 from canonical.testing.patroni import PatroniTestCase, inflict
 from canonical.testing.patroni import heal, wait_one_writer
 
@@ -114,3 +116,20 @@ class TestPatroniKit(PatroniTestCase):
         self.assertEqual(done, ['started %s again' % replica.name])
         self.assertTrue(replica.is_running())
         self.assertEqual(heal(self.cluster, timeout=20), [])
+
+    def test_a_cluster_without_sync_standby_is_told_at_once(self):
+        # Replicas streaming and no synchronous standby named: waiting
+        # longer cannot help, so heal() says so instead of waiting out
+        # its timeout (the layer then makes the cluster anew).
+        cluster = self.cluster
+        cluster.patronictl('edit-config', '--force', '--set',
+                           'synchronous_mode=false')
+        try:
+            started = time.monotonic()
+            with self.assertRaises(SyncStandbyMissing):
+                cluster.wait_replicas(60, sync_grace=3)
+            self.assertLess(time.monotonic() - started, 30)
+        finally:
+            cluster.patronictl('edit-config', '--force', '--set',
+                               'synchronous_mode=true')
+        self.assertEqual(heal(cluster, timeout=60), [])

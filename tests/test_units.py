@@ -219,7 +219,9 @@ class TestDeferredCommitPrepared(DatabaseTestCase):
         db = ztm.connection()
         ztm.abort()
         db.prepared.defer(gid, commit=True)
+        self.assertTrue(db.prepared.has_pending)  # what begin() reads
         ztm.begin()  # same, healthy connection: no reconnect needed
+        self.assertFalse(db.prepared.has_pending)
         self.assertEqual(Person.get(5).karma, 555)
         self.assertEqual(ztm.connection().execute(
             'SELECT count(*) FROM pg_prepared_xacts').fetchone(), (0,))

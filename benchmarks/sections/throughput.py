@@ -3,6 +3,7 @@ against its floor."""
 
 import statistics
 
+from benchmarks.floor import FLOOR_SYSTEM
 from benchmarks.registry import Section, register
 
 __all__ = ['THROUGHPUT', 'FLOOR', 'throughput']
@@ -61,6 +62,11 @@ class Throughput(Section):
                 continue
             line = '  %s %s: zopeless at %.0f%% of %s (target >= 100%%)' % (
                 mark(r >= 1.0), wl, r * 100, floor)
+            ceiling = results.find(FLOOR_SYSTEM, wl, 'throughput')
+            if ceiling and ceiling['ratio'] is not None:
+                # What the target allows at most in this run (floor.py).
+                line += '; %s, the ceiling: %.0f%%' % (FLOOR_SYSTEM,
+                                                      ceiling['ratio'] * 100)
             if wl.endswith('-orm'):
                 sa = results.find('zope.sqlalchemy', wl, 'throughput')
                 if sa:

@@ -163,22 +163,6 @@ class ReconnectingConnection(TransactionControl):
         self.discard(reason)
         return self._connect(lost=True)
 
-    def _fit_as_is(self, raw: RawConnection) -> bool:
-        """True for the usual case, told with no round trip and no other
-        call: nothing arrived on the connection since its last answer (see
-        death_reason()), this process followed no failover since its
-        server was judged, and the server still takes writes (see
-        _unusable()).  False: look closer."""
-        if raw.closed or self._poller.poll(0) or \
-                self._servers.timeline_changes != self._timelines_seen:
-            return False
-        # Only default_transaction_read_only can change under a live
-        # session: a primary becomes a hot standby only by restarting,
-        # which ends every session (in_hot_standby is checked when a
-        # connection is made, and by _unusable()).
-        return not self._writes or self._info.parameter_status(
-            'default_transaction_read_only') != 'on'
-
     def _unusable(self, raw: RawConnection) -> Optional[str]:
         """Why a live connection must not be used for the next transaction,
         or None; judged without a round trip."""

@@ -94,8 +94,7 @@ class ZopelessDataManager:
         self._server: Optional[IServerIdentity] = None
         self._slot: Optional[str] = None
         self._savepoints = 0
-        # Each unit is counted once, as committed, failed or rolled back,
-        # into the statistics of connections that keep them.
+        # Each unit is counted once (see _end()).
         self._measured = IMeasuredConnection.providedBy(db)
         self._counted = True
         # Sort after ordinary data managers, so the database votes last and
@@ -120,14 +119,6 @@ class ZopelessDataManager:
         txn.join(self)
         set_active_connection(self.sqlconn)
 
-    def _count(self, committed: bool) -> None:
-        if self._counted or not self._measured:
-            return
-        self._counted = True
-        if committed:
-            self.db.stats.units_committed += 1
-        else:
-            self.db.stats.unit_ended(self.db.unit_failure)
 
     def _failed(self, error: BaseException) -> BaseException:
         """``error``, noted as what made the unit fail."""
@@ -135,7 +126,15 @@ class ZopelessDataManager:
             self.db.note_failure(error)
         return error
 
-    def _end(self) -> None:
+    def _end(self, committed: bool) -> None:
+        """The unit is over: counted once, as committed or not, into the
+        statistics of connections that keep them; the state reset."""
+        if not self._counted and self._measured:
+            self._counted = True
+            if committed:
+                self.db.stats.units_committed += 1
+            else:
+                self.db.stats.unit_ended(self.db.unit_failure)
         if self._slot is not None:
             self.db.outcomes.release(self._slot)
             self._slot = None
@@ -157,8 +156,7 @@ class ZopelessDataManager:
             self.db.rollback()
         finally:
             self.sqlconn.expireAll()
-            self._count(False)
-            self._end()
+            self._end(False)
 
     def tpc_begin(self, txn: ITransaction) -> None:
         pass
@@ -185,8 +183,12 @@ class ZopelessDataManager:
             if (not db.config.resolve_commit_outcome and _is_alone(txn)) \
                     or not db.config.writes:
                 # (A read unit, readers.py, has nothing to lose: one
-                # phase, whoever else joined.)
-                self._commit_one_phase()
+                # phase, whoever else joined.)  _commit_one_phase(),
+                # inline: the usual unit's vote.
+                try:
+                    db.commit()
+                except psycopg2.Error as e:
+                    self._one_phase_failed(e)
                 return
         else:
             self._slot = db.outcome_slot
@@ -228,8 +230,7 @@ class ZopelessDataManager:
                     self._after_commit_prepared(outcome, e)
             committed = True
         finally:
-            self._count(committed)
-            self._end()
+            self._end(committed)
 
     def _after_commit_prepared(self, outcome: str, error: BaseException
                                ) -> None:
@@ -281,8 +282,7 @@ class ZopelessDataManager:
                 self.db.rollback()
         finally:
             self.sqlconn.expireAll()
-            self._count(False)
-            self._end()
+            self._end(False)
 
     def sortKey(self) -> str:
         return self._sort_key
@@ -307,19 +307,23 @@ class ZopelessDataManager:
         try:
             self.db.commit()
         except psycopg2.Error as e:
-            if not self.db.is_disconnect(e):
-                raise self._failed(translate_error(e)) from e
-            self.db.discard(server_message(e))
-            if self._slot is not None:
-                self._settle_commit(e)
-                return
-            if not self.db.config.writes:
-                raise self._failed(self.db.lost_in_transaction(e)) from e
-            raise self._failed(with_sqlstate(CommitOutcomeUnknownError(
-                '%s\n(The connection to %s died while COMMIT was in flight: '
-                'the transaction may or may not have committed.  Check '
-                'before running it again, or set resolve_commit_outcome.)'
-                % (server_message(e), self.db.config.describe())), e)) from e
+            self._one_phase_failed(e)
+
+    def _one_phase_failed(self, e: psycopg2.Error) -> None:
+        """COMMIT raised ``e``: say what became of the transaction."""
+        if not self.db.is_disconnect(e):
+            raise self._failed(translate_error(e)) from e
+        self.db.discard(server_message(e))
+        if self._slot is not None:
+            self._settle_commit(e)
+            return
+        if not self.db.config.writes:
+            raise self._failed(self.db.lost_in_transaction(e)) from e
+        raise self._failed(with_sqlstate(CommitOutcomeUnknownError(
+            '%s\n(The connection to %s died while COMMIT was in flight: '
+            'the transaction may or may not have committed.  Check '
+            'before running it again, or set resolve_commit_outcome.)'
+            % (server_message(e), self.db.config.describe())), e)) from e
 
     def _settle_commit(self, error: BaseException) -> None:
         """The answer to COMMIT was lost: find out from the marker, on the

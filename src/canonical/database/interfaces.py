@@ -655,6 +655,9 @@ class IPreparedTransactions(Interface):
     orphans_recovered = Attribute(
         "Prepared transactions of dead processes committed.")
     deferred = Attribute("Prepared transactions deferred to a later begin().")
+    has_pending = Attribute(
+        "True while a deferred transaction is unfinished: what every "
+        "begin() reads first, without a call.")
     deferred_finished = Attribute(
         "Deferred prepared transactions finished since.")
 

@@ -45,6 +45,7 @@ class PreparedTransactions:
         self._lock = threading.Lock()
         self._pending: Dict[str, bool] = {}
         self._decided: Dict[str, bool] = {}
+        self.has_pending = False
         self.recovered = False
         self.settled = 0
         self.orphans_recovered = 0
@@ -54,6 +55,7 @@ class PreparedTransactions:
     def defer(self, gid: str, commit: bool) -> None:
         with self._lock:
             self._pending[gid] = commit
+            self.has_pending = True
             self.deferred += 1
 
     def decide(self, gid: str, commit: bool) -> None:
@@ -90,6 +92,7 @@ class PreparedTransactions:
             if self._finish_one(raw, gid, commit):
                 with self._lock:
                     self._pending.pop(gid, None)
+                    self.has_pending = bool(self._pending)
                     self.deferred_finished += 1
 
     @staticmethod

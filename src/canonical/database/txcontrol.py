@@ -59,24 +59,21 @@ from canonical.database.stats import failure_kind
 from canonical.database.interfaces import DisconnectionError
 from canonical.database.interfaces import IDatabaseConfig
 from canonical.database.interfaces import ReadOnlyServerError
-from canonical.database.interfaces import TransactionAbortedError
-from canonical.database.positions import COMMIT_WITH_POSITION
 from canonical.database.positions import CommitPositions
 from canonical.database.rawsql import Cursor
 from canonical.database.rawsql import DeclaredCursor
 from canonical.database.rawsql import Query
 from canonical.database.rawsql import RawConnection
 from canonical.database.rawsql import begin_statement
-from canonical.database.rawsql import finish_prepared
 from canonical.database.rawsql import rollback_quietly
 from canonical.database.rawsql import with_begin
+from canonical.database.txending import TransactionEnding
 
 __all__ = ['TransactionControl']
 
 log = logging.getLogger('canonical.database.connection')
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
-_FAILED = psycopg2.extensions.TRANSACTION_STATUS_INERROR
 _DRIVER_ERRORS = (psycopg2.Error, dberrors.Error)
 
 _NOT_CONNECTED = ('No database connection in this thread: call begin() first '
@@ -86,14 +83,15 @@ _GONE = ('The database connection of this thread is gone; abort() and '
          'begin() again.')
 
 
-class TransactionControl:
+class TransactionControl(TransactionEnding):
     """The statement half of ReconnectingConnection (see connection.py):
     beginning, statements, commit, rollback and two-phase commit, as
     declared by IDatabaseConnection.
 
     It expects of the class it is mixed into: ``_raw`` (the psycopg2
-    connection or None), ``prepared``, ``death_reason()``, ``_fit_as_is(raw)``,
-    ``_unusable(raw)``,
+    connection or None), ``prepared``, ``death_reason()``, ``_unusable(raw)``,
+    ``_poller`` (a select.poll() of its socket), ``_info`` (its
+    ``raw.info``), ``_servers`` and ``_timelines_seen`` (see begin()),
     ``ensure_connected()``, ``discard(reason)``,
     and ``_inherited()`` / ``_forget_if_inherited()`` for a connection
     opened before fork() (see forksafety); for resolve_commit_outcome,
@@ -106,9 +104,6 @@ class TransactionControl:
     _begin: Optional[str] = None  # the BEGIN still to send, if any
     _begin_sql: Optional[str] = None  # the BEGIN of the configuration
     _writes = False  # config.writes, asked once per configuration
-    # The cursor that sends COMMIT and ROLLBACK: one per connection rather
-    # than a new one per transaction (see _control_cursor()).
-    _control: Optional[Cursor] = None
     outcome_slot: Optional[str] = None
     outcome_token: Optional[str] = None
     replays = 0
@@ -130,10 +125,21 @@ class TransactionControl:
         self._begin = None
         self.unit_failure = None
         raw = self._raw
-        if raw is None or not self._fit_as_is(raw):
+        # The usual case, told with no round trip and no call (this runs in
+        # every unit): nothing arrived on the connection since its last
+        # answer (see death_reason()), this process followed no failover
+        # since its server was judged, and a writer's server still takes
+        # writes.  Only default_transaction_read_only can change under a
+        # live session: a primary becomes a hot standby only by restarting,
+        # which ends every session (in_hot_standby is checked when a
+        # connection is made, and by _unusable()).
+        if raw is None or raw.closed or self._poller.poll(0) or \
+                self._servers.timeline_changes != self._timelines_seen or \
+                (self._writes and self._info.parameter_status(
+                    'default_transaction_read_only') == 'on'):
             # Not the healthy connection it usually is: look closer.
             raw = self._usable_connection()
-        if raw.get_transaction_status() != _IDLE or self.prepared.pending():
+        if raw.get_transaction_status() != _IDLE or self.prepared.has_pending:
             self._make_ready(raw)
         if self.outcome_slot is None:
             # No commit outcome marker: the configuration's BEGIN as it is.
@@ -186,21 +192,28 @@ class TransactionControl:
         try:
             return operation(raw, *args)
         except _DRIVER_ERRORS as e:
-            if self._lost(e):
-                if self._inherited():
-                    # Opened before fork(): the parent's, silenced here.
-                    raise DisconnectionError(_GONE) from None
-                if self._begin is None:
-                    raise self._lost_now(e) from e
-                raw = self._replay(begin, server_message(e))
-            elif begin is not None and self._refused_write(e):
-                # The first statement met a server that no longer takes
-                # writes: only its BEGIN ran with it, so nothing of the
-                # transaction did.  Send it again on a writable server.
-                raw = self._replay(begin, 'the server refused a write: %s'
-                                   % server_message(e))
-            else:
-                raise self.statement_error(e)
+            return self._run_failed(e, begin, operation, args)
+
+    def _run_failed(self, error: BaseException, begin: Optional[str],
+                    operation: Callable[..., Any], args: tuple) -> Any:
+        """run() once ``operation`` raised ``error``, ``begin`` being the
+        BEGIN that was to go with it: the operation sent once more on a new
+        connection when nothing of the transaction ran, else the error."""
+        if self._lost(error):
+            if self._inherited():
+                # Opened before fork(): the parent's, silenced here.
+                raise DisconnectionError(_GONE) from None
+            if self._begin is None:
+                raise self._lost_now(error) from error
+            raw = self._replay(begin, server_message(error))
+        elif begin is not None and self._refused_write(error):
+            # The first statement met a server that no longer takes
+            # writes: only its BEGIN ran with it, so nothing of the
+            # transaction did.  Send it again on a writable server.
+            raw = self._replay(begin, 'the server refused a write: %s'
+                               % server_message(error))
+        else:
+            raise self.statement_error(error)
         try:
             return operation(raw, *args)
         except _DRIVER_ERRORS as e:
@@ -273,25 +286,67 @@ class TransactionControl:
             else:
                 result = execute(with_begin(begin, query), *args)
         except Exception as e:
-            raw = self._raw
-            if is_disconnect(e, raw):
-                raise  # BEGIN still to send: run() replays
-            if raw.get_transaction_status() != _IDLE:
-                # BEGIN ran and the statement failed: the transaction is
-                # open and aborted.
-                self._begin = None
-                raise
-            # Nothing ran: the message did not parse, or was refused
-            # before it was sent.  Send them apart, as a separate BEGIN
-            # would have been, so the transaction is open (and aborted).
-            raw.cursor().execute(begin)
-            self._begin = None
-            return execute(query, *args)
+            return self._send_failed(e, begin, execute, query, args)
         self._begin = None
         return result
 
+    def _send_failed(self, error: Exception, begin: str,
+                     execute: Callable[..., Any], query: Optional[Query],
+                     args: tuple) -> Any:
+        """send() once ``begin`` and ``query`` failed as one message."""
+        raw = self._raw
+        if is_disconnect(error, raw):
+            raise error  # BEGIN still to send: run() replays
+        if raw.get_transaction_status() != _IDLE:
+            # BEGIN ran and the statement failed: the transaction is open
+            # and aborted.
+            self._begin = None
+            raise error
+        # Nothing ran: the message did not parse, or was refused before it
+        # was sent.  Send them apart, as a separate BEGIN would have been,
+        # so the transaction is open (and aborted).
+        raw.cursor().execute(begin)
+        self._begin = None
+        return execute(query, *args)
+
     def execute(self, query: Query, params: Any = None) -> Cursor:
-        return self.run(self._execute, query, params)
+        raw = self._raw
+        if raw is None or type(query) is not str or not query:
+            return self.run(self._execute, query, params)
+        # run(), _execute() and send() folded into one frame for the usual
+        # statement (this runs in every unit); their error handling is
+        # theirs, from the point the statement failed.
+        begin = self._begin
+        cursor = None
+        try:
+            cursor = raw.cursor()
+            if begin is None:
+                cursor.execute(query, params)
+            else:
+                cursor.execute(begin + '; ' + query, params)
+                self._begin = None
+        except Exception as e:
+            return self._execute_failed(e, raw, cursor, begin, query, params)
+        return cursor
+
+    def _execute_failed(self, error: Exception, raw: RawConnection,
+                        cursor: Optional[Cursor], begin: Optional[str],
+                        query: str, params: Any) -> Cursor:
+        """execute() once its statement raised ``error``: as if it had gone
+        through run(), _execute() and send()."""
+        try:
+            try:
+                if cursor is None or begin is None:
+                    raise error
+                self._send_failed(error, begin, cursor.execute, query,
+                                  (params,))
+            except psycopg2.Error as e:
+                if is_disconnect(e, raw):
+                    raise
+                raise translate_error(e) from e
+            return cursor
+        except _DRIVER_ERRORS as e:
+            return self._run_failed(e, begin, self._execute, (query, params))
 
     def _execute(self, raw: RawConnection, query: Query,
                  params: Any) -> Cursor:
@@ -332,98 +387,6 @@ class TransactionControl:
         if raw is None or raw.closed:
             return None
         return raw.info.backend_pid
-
-    # -- ending ------------------------------------------------------------
-
-    def commit(self) -> None:
-        if self._open_or_nothing('COMMIT'):
-            positions = self.positions
-            cursor = self._control or self._control_cursor()
-            if positions is None or not positions.tracking:
-                cursor.execute('COMMIT')
-                if positions is not None:
-                    positions.untracked = True
-                return
-            # Read units on standbys wait for this position (see
-            # standbys.py): it travels in COMMIT's own message.
-            try:
-                cursor.execute(COMMIT_WITH_POSITION)
-            except BaseException:
-                # It may have committed (a lost answer settled later, say):
-                # the next read unit asks the primary its position.
-                positions.untracked = True
-                raise
-            positions.note(cursor.fetchone()[0])
-
-    def _control_cursor(self) -> Cursor:
-        """The connection's cursor for transaction control statements,
-        made at its first use.  It holds no rows (COMMIT and ROLLBACK
-        return none), so one serves every transaction of the connection;
-        it is forgotten with the connection (see _drop())."""
-        cursor = self._control
-        if cursor is None:
-            cursor = self._control = self._raw.cursor()
-        return cursor
-
-    def prepare(self, gid: str) -> bool:
-        if not self._open_or_nothing('PREPARE TRANSACTION'):
-            return False
-        self._raw.cursor().execute('PREPARE TRANSACTION %s', (gid,))
-        return True
-
-    def _open_or_nothing(self, verb: str) -> bool:
-        """True when ``verb`` must be sent: statements went out and the
-        transaction is still open.  A session the server already ended
-        (terminated, timed out, shut down) rolled back: that is said for
-        certain, rather than sending a statement whose failure would leave
-        the outcome unknown."""
-        if self._begin is not None:
-            self._begin = None
-            return False
-        raw = self._raw
-        # death_reason()'s healthy case, inline: this runs at every commit.
-        reason = self.death_reason() if raw is None or raw.closed or \
-            self._poller.poll(0) else None
-        if reason is not None:
-            self.discard(reason)
-            raise self.note_failure(DisconnectionError(
-                'The connection to %s was lost before %s (%s); nothing was '
-                'committed.  Abort, then begin() and run the transaction '
-                'again.' % (self.config.describe(), verb, reason)))
-        status = raw.get_transaction_status()
-        if status == _FAILED:
-            # PostgreSQL would answer COMMIT (or PREPARE) with a rollback
-            # and no error: a commit() that returned would be a lie.
-            raise self.note_failure(TransactionAbortedError(
-                'Cannot %s: a statement of this transaction failed earlier, '
-                'so the database rolled it back and nothing was committed.  '
-                'Call abort(); to go on after an expected error, run that '
-                'statement inside a savepoint.' % verb))
-        return status != _IDLE
-
-    def finish_prepared(self, gid: str, commit: bool) -> None:
-        if commit and self.positions is not None:
-            # Its position (here, or where a retry finishes it) is asked
-            # of the primary by the next read unit.
-            self.positions.untracked = True
-        finish_prepared(self._raw, gid, commit)
-
-    def rollback(self) -> None:
-        self._forget_if_inherited()
-        self._begin = None
-        raw = self._raw
-        if raw is None:
-            return
-        if raw.closed:
-            self.discard('the connection was closed')
-            return
-        if raw.get_transaction_status() == _IDLE:
-            return
-        try:
-            self._control_cursor().execute('ROLLBACK')
-        except psycopg2.Error as e:
-            # Never hand a connection in an unknown state out again.
-            self.discard(server_message(e))
 
     def lost_in_transaction(self, error: BaseException) -> DisconnectionError:
         return self.note_failure(with_sqlstate(DisconnectionError(

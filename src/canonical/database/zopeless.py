@@ -86,7 +86,15 @@ class _Synchronizer:
 
     def newTransaction(self, txn: ITransaction) -> None:
         ztm = self._ztm()
-        if ztm is not None and ztm.installed:
+        if ztm is None or not ztm.installed:
+            return
+        state = getattr(ztm._local, 'state', None)
+        if state is not None and state.begun:
+            # ztm.begin() has connected: join, the usual unit's case, here
+            # rather than in one more call.
+            state.begun = False
+            state.dm.join(txn)
+        else:
             ztm._on_new_transaction(txn)
 
     def beforeCompletion(self, txn: ITransaction) -> None:

@@ -25,6 +25,7 @@ from zope.testing.cleanup import cleanUp
 from canonical.testing.cluster.interfaces import ClusterError
 from canonical.testing.cluster.interfaces import IPatroniCluster
 from canonical.testing.cluster.interfaces import IPatroniMember
+from canonical.testing.cluster.interfaces import SyncStandbyMissing
 from canonical.testing.cluster.patroni import PatroniCluster
 from canonical.testing.failover import FailoverTestCase, rows
 from canonical.testing.writer import UnitWriter
@@ -32,7 +33,13 @@ from canonical.database.interfaces import CommitOutcomeUnknownError
 from canonical.database.interfaces import IZopelessTransactionManager
 
 __all__ = ['PatroniLayer', 'PatroniTestCase', 'FAULTS', 'inflict',
-           'FaultReport', 'summary', 'heal', 'wait_one_writer', 'takes_writes']
+           'FaultReport', 'summary', 'heal', 'wait_one_writer', 'takes_writes',
+           'SYNC_GRACE']
+
+# How long heal() lets every replica stream, caught up, with none named
+# the synchronous standby before it stops waiting: ten of Patroni's loops
+# here (loop_wait 2 s), where a healthy cluster needs one or two.
+SYNC_GRACE = 20.0
 
 
 class FaultReport(NamedTuple):
@@ -194,10 +201,13 @@ def heal(cluster: IPatroniCluster, timeout: float = 120) -> List[str]:
     as an operator would: a member that does not rejoin by itself within
     half of ``timeout`` (a failed rewind, say) is started again if its
     Patroni died, and otherwise made again from the leader (reinit).
-    Returns what it had to do; ClusterError when that was not enough."""
+    Returns what it had to do; ClusterError when that was not enough,
+    SyncStandbyMissing at once when no member can help (see there)."""
     try:
-        cluster.wait_replicas(timeout / 2)
+        cluster.wait_replicas(timeout / 2, sync_grace=SYNC_GRACE)
         return []
+    except SyncStandbyMissing:
+        raise
     except ClusterError:
         pass
     leader = cluster.wait_leader(timeout=timeout / 2)

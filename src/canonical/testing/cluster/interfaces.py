@@ -34,6 +34,14 @@ class ClusterError(Exception):
     """The private PostgreSQL cluster could not be found, built or run."""
 
 
+class SyncStandbyMissing(ClusterError):
+    """Every replica of a synchronous Patroni cluster streams, caught up,
+    yet Patroni names none its synchronous standby, for longer than its
+    own loop needs to: the cluster cannot fail over and will not mend by
+    waiting (Patroni 3.0 can loop on "Synchronous replication key updated
+    by someone else" after a leader hung)."""
+
+
 class BinariesNotFound(ClusterError):
     """No PostgreSQL server binaries were found on this machine."""
 
@@ -381,8 +389,11 @@ class IPatroniCluster(Interface):
     def wait_leader(other_than=None, timeout=60):
         """Wait until a member (not ``other_than``) leads; it."""
 
-    def wait_replicas(timeout=60):
-        """Wait until every member runs and every replica streams."""
+    def wait_replicas(timeout=60, sync_grace=None):
+        """Wait until every member runs and every replica streams; under
+        synchronous mode, one replica is the synchronous standby.  With
+        ``sync_grace`` (seconds), raise SyncStandbyMissing as soon as every
+        replica has streamed caught up that long with none named so."""
 
     def topology():
         """Patroni's /cluster answer by member name."""

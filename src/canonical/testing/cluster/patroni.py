@@ -34,6 +34,7 @@ from .daemon import Daemon, kill_recorded
 from .etcd import Etcd, find_program
 from .haproxy import HAProxy
 from .interfaces import ClusterError, IPatroniCluster, IPatroniMember
+from .interfaces import SyncStandbyMissing
 from .interfaces import implementer
 from .layout import SUPERUSER, Layout
 from .netns import NetworkHost, _ip
@@ -365,9 +366,11 @@ class PatroniCluster:
                 return {m['name']: m for m in body.get('members', ())}
         return {}
 
-    def wait_replicas(self, timeout: float = 60) -> None:
-        """Wait until every member runs and every replica streams."""
+    def wait_replicas(self, timeout: float = 60,
+                      sync_grace: Optional[float] = None) -> None:
+        """See IPatroniCluster.wait_replicas."""
         deadline = time.monotonic() + timeout
+        unsynced_since = None
         while True:
             found = self.topology()
             replicas = [m for m in found.values() if m.get('role') in (
@@ -376,12 +379,24 @@ class PatroniCluster:
             # promoted: a cluster without one cannot fail over.
             synced = not self.synchronous or any(
                 m.get('role') == 'sync_standby' for m in replicas)
-            if len(found) == self.size and len(replicas) == self.size - 1 \
-                    and synced and all(
-                        m.get('state') in ('running', 'streaming')
-                        and m.get('lag', 0) == 0 for m in replicas):
+            streaming = len(found) == self.size and \
+                len(replicas) == self.size - 1 and all(
+                    m.get('state') in ('running', 'streaming')
+                    and m.get('lag', 0) == 0 for m in replicas)
+            if streaming and synced:
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if not streaming:
+                unsynced_since = None
+            elif unsynced_since is None:
+                unsynced_since = now
+            elif sync_grace is not None and \
+                    now - unsynced_since > sync_grace:
+                raise SyncStandbyMissing(
+                    'every replica streams, caught up, but none was made '
+                    'the synchronous standby within %s s: %r'
+                    % (sync_grace, found))
+            if now > deadline:
                 raise ClusterError('replicas not streaming within %s s: %r'
                                    % (timeout, found))
             time.sleep(_POLL)
