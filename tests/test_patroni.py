@@ -125,6 +125,7 @@ class TestPatroniKit(PatroniTestCase):
         cluster.patronictl('edit-config', '--force', '--set',
                            'synchronous_mode=false')
         try:
+            self.wait_for_no_sync_standby()
             started = time.monotonic()
             with self.assertRaises(SyncStandbyMissing):
                 cluster.wait_replicas(60, sync_grace=3)
@@ -133,3 +134,11 @@ class TestPatroniKit(PatroniTestCase):
             cluster.patronictl('edit-config', '--force', '--set',
                                'synchronous_mode=true')
         self.assertEqual(heal(cluster, timeout=60), [])
+
+    def wait_for_no_sync_standby(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while any(m.get('role') == 'sync_standby'
+                  for m in self.cluster.topology().values()):
+            self.assertLess(time.monotonic(), deadline,
+                            'Patroni still names a synchronous standby')
+            time.sleep(0.2)
