@@ -10,6 +10,7 @@ from zope.interface.verify import verifyObject
 
 from benchmarks.floor import FLOOR_SYSTEM, TransactionFloorSystem
 from benchmarks.report import Results
+from benchmarks.sections.memory import measured
 from benchmarks.sections.throughput import Throughput
 from benchmarks.systems import WORKLOAD_SYSTEMS
 from canonical.launchpad.ftests.harness import LaunchpadTestSetup
@@ -64,3 +65,10 @@ class TestTransactionFloor(unittest.TestCase):
         line, = Throughput().targets(results)
         self.assertIn('zopeless at 90% of raw psycopg2', line)
         self.assertIn('psycopg2+transaction, the ceiling: 95%', line)
+
+    def test_it_keeps_out_of_the_memory_section(self):
+        # It has no models: the memory child would find no load_many().
+        class Run:
+            available = ('raw-psycopg2', 'zopeless', FLOOR_SYSTEM)
+        self.assertFalse(hasattr(self.client, 'load_many'))
+        self.assertEqual(measured(Run()), ['raw-psycopg2', 'zopeless'])
