@@ -8,7 +8,6 @@ Patroni's API showing a leader.
 """
 
 import time
-import unittest
 
 from zope.interface.verify import verifyObject
 

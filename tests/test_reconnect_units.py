@@ -136,7 +136,6 @@ class TestHostLists(unittest.TestCase):
 class TestNoHerd(CleanUp, unittest.TestCase):
 
     def test_threads_arriving_together_make_one_attempt(self):
-        import threading
         from canonical.testing.proxy import free_port
         from canonical.database.interfaces import DatabaseUnavailableError
         # Nothing listens on the port; a slow backoff keeps the prober to

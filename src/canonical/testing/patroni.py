@@ -13,7 +13,6 @@ bit.  The chaos soak and the benchmarks use the same.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import statistics

@@ -35,10 +35,10 @@ class ClusterError(Exception):
 
 
 class SyncStandbyMissing(ClusterError):
-    """Every replica of a synchronous Patroni cluster streams, caught up,
-    yet Patroni names none its synchronous standby, for longer than its
-    own loop needs to: the cluster cannot fail over and will not mend by
-    waiting (Patroni 3.0 can loop on "Synchronous replication key updated
+    """Every member of a synchronous Patroni cluster runs and a replica
+    streams, caught up, yet Patroni names none its synchronous standby, for
+    longer than its own loop needs to: the cluster cannot fail over and
+    will not mend by waiting (Patroni 3.0 can loop on "Synchronous replication key updated
     by someone else" after a leader hung)."""
 
 
@@ -392,7 +392,7 @@ class IPatroniCluster(Interface):
     def wait_replicas(timeout=60, sync_grace=None):
         """Wait until every member runs and every replica streams; under
         synchronous mode, one replica is the synchronous standby.  With
-        ``sync_grace`` (seconds), raise SyncStandbyMissing as soon as every
+        ``sync_grace`` (seconds), raise SyncStandbyMissing as soon as a
         replica has streamed caught up that long with none named so."""
 
     def topology():

@@ -379,22 +379,25 @@ class PatroniCluster:
             # promoted: a cluster without one cannot fail over.
             synced = not self.synchronous or any(
                 m.get('role') == 'sync_standby' for m in replicas)
-            streaming = len(found) == self.size and \
+            running = len(found) == self.size and \
                 len(replicas) == self.size - 1 and all(
                     m.get('state') in ('running', 'streaming')
-                    and m.get('lag', 0) == 0 for m in replicas)
-            if streaming and synced:
+                    for m in replicas)
+            caught_up = [m for m in replicas if m.get('lag', 0) == 0]
+            if running and synced and len(caught_up) == len(replicas):
                 return
             now = time.monotonic()
-            if not streaming:
+            # Patroni names a replica that streams caught up its
+            # synchronous standby within a loop or two, when it can.
+            if not (running and caught_up and not synced):
                 unsynced_since = None
             elif unsynced_since is None:
                 unsynced_since = now
             elif sync_grace is not None and \
                     now - unsynced_since > sync_grace:
                 raise SyncStandbyMissing(
-                    'every replica streams, caught up, but none was made '
-                    'the synchronous standby within %s s: %r'
+                    'a replica streams, caught up, but none was made the '
+                    'synchronous standby within %s s: %r'
                     % (sync_grace, found))
             if now > deadline:
                 raise ClusterError('replicas not streaming within %s s: %r'
